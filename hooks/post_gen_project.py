@@ -1,0 +1,102 @@
+"""Finish the new project: keep only the chosen options, then git + DVC, so the first `dvc repro` can run.
+
+Steps: LICENSE from the chosen license; remove profiles of other sites; `.cruft.json` (template + commit, so
+`cruft update` brings later template changes in); `git init`; the `.dvc/` folder with a local-folder default
+remote (written directly, so baking needs no DVC installed); the first commit. Works without a global git identity.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+CONTEXT = json.loads(r'''{{ cookiecutter | jsonify }}''')
+
+PROJECT = Path.cwd()
+
+
+def run(*cmd: str, cwd: Path = PROJECT, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, check=check, capture_output=True, text=True)
+
+
+def choose_license() -> None:
+    licenses = PROJECT / "licenses"
+    shutil.copyfile(licenses / f"{CONTEXT['license']}.txt", PROJECT / "LICENSE")
+    shutil.rmtree(licenses)
+
+
+def prune_sites() -> None:
+    """Each project keeps the local profile, the default (per-rule) profile and its own site's profile."""
+    site = CONTEXT["site"]
+    keep = {"default", "local", {"generic-slurm": "slurm", "generic-pbs": "pbs", "derecho": "pbs", "casper": "pbs"}.get(site, "")}
+    for profile in (PROJECT / "profiles").iterdir():
+        if profile.is_dir() and profile.name not in keep:
+            shutil.rmtree(profile)
+
+
+def template_commit() -> str | None:
+    repo = CONTEXT.get("_repo_dir", "")
+    if not repo or not (Path(repo) / ".git").exists():
+        return None
+    found = run("git", "rev-parse", "HEAD", cwd=Path(repo), check=False)
+    return found.stdout.strip() or None if found.returncode == 0 else None
+
+
+def write_cruft_stamp() -> None:
+    """The same file `cruft create` writes, so `cruft update` / `cruft diff` work on any baked project."""
+    context = {k: v for k, v in CONTEXT.items() if k not in ("_output_dir", "_repo_dir", "_checkout")}
+    stamp = {
+        "template": CONTEXT.get("_template", ""),
+        "commit": template_commit(),
+        "checkout": CONTEXT.get("_checkout"),
+        "context": {"cookiecutter": context},
+        "directory": None,
+    }
+    (PROJECT / ".cruft.json").write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+
+
+def dvc_remote_url() -> str:
+    answer = CONTEXT["dvc_remote"].strip()
+    if "://" in answer:
+        return answer
+    folder = Path(answer).expanduser() if answer else PROJECT.parent / f"{PROJECT.name}-dvc-remote"
+    folder = folder if folder.is_absolute() else (PROJECT / folder)
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder)
+
+
+def init_dvc() -> None:
+    """What `dvc init` writes, plus the default remote. Credentials never go here: `.dvc/config.local` (ignored)."""
+    dvc = PROJECT / ".dvc"
+    dvc.mkdir(exist_ok=True)
+    (dvc / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
+    (dvc / "config").write_text(
+        "[core]\n"
+        "    remote = storage\n"
+        "    analytics = false\n"
+        "['remote \"storage\"']\n"
+        f"    url = {dvc_remote_url()}\n"
+    )
+
+
+def init_git() -> None:
+    if shutil.which("git") is None:
+        print("WARNING: git not found; run `git init && git add -A && git commit` yourself.", file=sys.stderr)
+        return
+    run("git", "init", "-q", "-b", "main")
+    has_identity = run("git", "config", "user.email", check=False).stdout.strip()
+    identity = [] if has_identity else ["-c", f"user.name={CONTEXT['author_name']}", "-c", f"user.email={CONTEXT['author_email']}"]
+    run("git", "add", "-A")
+    run("git", *identity, "commit", "-q", "-m", "Project created from forge-template")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    choose_license()
+    prune_sites()
+    write_cruft_stamp()
+    init_dvc()
+    init_git()

@@ -1,0 +1,127 @@
+"""Sessions of the template repository.
+
+    python3 -m nox -s demo      bake the default project into ./demo, install it, `dvc repro`, print the scores
+    python3 -m nox -s tests     the test suite: bake matrix, bad input, end to end, reviewer flow, report in Chromium
+    python3 -m nox -s slurm     cluster tests against a real single-node Slurm on loopback (root, Debian)
+    python3 -m nox -s lint      ruff on the template's code and on a baked project
+    python3 -m nox -s bench     data-pipeline benchmark of a baked project (`-- --quick` for a small one)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.default_venv_backend = "venv"
+
+ROOT = Path(__file__).parent
+ARTIFACTS = ROOT / "artifacts"
+ENV = {"DVC_NO_ANALYTICS": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1", "FORGE_ARTIFACTS": str(ARTIFACTS)}
+
+
+def bake_default(session: nox.Session, out_dir: Path, *answers: str) -> Path:
+    """`cookiecutter <this repo> --no-input` into out_dir; returns the project folder."""
+    session.run("cookiecutter", str(ROOT), "--no-input", "-f", "-o", str(out_dir), *answers, env=ENV)
+    return out_dir / "my-forecast"
+
+
+def install_template_tools(session: nox.Session) -> None:
+    session.install("-e", ".[dev]")
+
+
+def install_project(session: nox.Session, project: Path, editable: bool = True) -> None:
+    """The project's dependencies at the exact versions of its lock file, then the project itself."""
+    lock = project / "requirements" / "lock.txt"
+    constraint = ["-c", str(lock)] if lock.exists() else []
+    session.install(*constraint, *(["-e"] if editable else []), f"{project}[dev]")
+
+
+def pytest_with_count(session: nox.Session, *args: str, env: dict | None = None) -> None:
+    """pytest, failing when it ran no test or skipped one (a skipped test is not a passing test)."""
+    report = Path(tempfile.mkdtemp()) / "junit.xml"
+    session.run("pytest", f"--junitxml={report}", *args, env={**ENV, **(env or {})})
+    suites = ET.parse(report).getroot()
+    suites = [suites] if suites.tag == "testsuite" else list(suites)
+    ran = sum(int(s.get("tests", 0)) for s in suites)
+    skipped = sum(int(s.get("skipped", 0)) for s in suites)
+    session.log(f"pytest ran {ran} tests, skipped {skipped}")
+    if ran == 0:
+        session.error("pytest ran no test")
+    if skipped and os.environ.get("FORGE_ALLOW_SKIPS") != "1":
+        session.error(f"{skipped} test(s) skipped; a skipped test is not a passing test (FORGE_ALLOW_SKIPS=1 to allow)")
+
+
+@nox.session(python=False)
+def demo(session: nox.Session) -> None:
+    """Bake the default project into ./demo (or the folder given after --), install it, run `dvc repro`."""
+    out_dir = Path(session.posargs[0] if session.posargs else ROOT / "demo").resolve()
+    if (out_dir / "my-forecast").exists():
+        session.error(f"{out_dir / 'my-forecast'} exists; remove it or pass another folder: nox -s demo -- DIR")
+    venv = out_dir / ".venv"
+    session.run(sys.executable, "-m", "venv", str(venv))
+    py = str(venv / "bin" / "python")
+    session.run(py, "-m", "pip", "install", "-q", "cookiecutter==2.7.1")
+    session.run(str(venv / "bin" / "cookiecutter"), str(ROOT), "--no-input", "-o", str(out_dir), env=ENV)
+    project = out_dir / "my-forecast"
+    lock = project / "requirements" / "lock.txt"
+    session.run(py, "-m", "pip", "install", "-q", *(["-c", str(lock)] if lock.exists() else []), "-e", str(project))
+    bin_path = f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    session.chdir(project)
+    session.run("dvc", "repro", env={**ENV, "PATH": bin_path})
+    session.run("dvc", "metrics", "show", "--md", env={**ENV, "PATH": bin_path})
+    summary = json.loads((project / "results" / "metrics.json").read_text())
+    session.log(f"metrics: {json.dumps(summary)[:2000]}")
+    session.log(f"report: {project / 'results' / 'report.html'}   activate: source {venv}/bin/activate")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole suite (no cluster): about 20 minutes on 2 cores. Pass pytest options after --."""
+    install_template_tools(session)
+    deps = Path(tempfile.mkdtemp(prefix="forge-deps-"))
+    install_project(session, bake_default(session, deps), editable=False)
+    session.run("pip", "uninstall", "-y", "-q", "my-forecast")  # deps only; each test installs its own bake
+    ARTIFACTS.mkdir(exist_ok=True)
+    pytest_with_count(session, "-m", "not slurm", *session.posargs)
+
+
+@nox.session
+def slurm(session: nox.Session) -> None:
+    """The cluster tests against a real single-node Slurm (started and stopped by the tests)."""
+    install_template_tools(session)
+    deps = Path(tempfile.mkdtemp(prefix="forge-deps-"))
+    install_project(session, bake_default(session, deps), editable=False)
+    session.run("pip", "uninstall", "-y", "-q", "my-forecast")
+    pytest_with_count(session, "-m", "slurm", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff on the template's tests and noxfile, and on a freshly baked project."""
+    session.install("ruff", "cookiecutter==2.7.1")
+    session.run("ruff", "check", "tests", "noxfile.py")
+    out_dir = Path(tempfile.mkdtemp(prefix="forge-lint-"))
+    project = bake_default(session, out_dir)
+    session.chdir(project)
+    session.run("ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
+    shutil.rmtree(out_dir, ignore_errors=True)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The data benchmark of the generated project, run on a fresh bake (`nox -s bench -- --quick`)."""
+    install_template_tools(session)
+    out_dir = Path(tempfile.mkdtemp(prefix="forge-bench-"))
+    project = bake_default(session, out_dir)
+    install_project(session, project)
+    session.chdir(project)
+    session.run("python", "benchmarks/bench_data.py", *session.posargs, env=ENV)

@@ -1,0 +1,130 @@
+"""Fixtures for the template's tests: bake projects with real cookiecutter, run real git, DVC and Snakemake.
+
+The session's virtual environment (made by `nox -s tests`) already holds the generated project's dependencies;
+a baked project is installed into it with `pip install --no-deps -e`, as a user would after `pip install -e .`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cookiecutter.main import cookiecutter
+
+TEMPLATE = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DEFAULT_SLUG = "my-forecast"
+DEFAULT_PACKAGE = "my_forecast"
+ARTIFACTS = Path(os.environ.get("FORGE_ARTIFACTS", TEMPLATE / "artifacts"))
+
+# Small enough for CI, big enough to show the model beating the baselines (the demo uses the same values).
+CI_ENV = {
+    "DVC_NO_ANALYTICS": "1",
+    "WANDB_MODE": "offline",
+    "OMP_NUM_THREADS": "1",
+    "GIT_AUTHOR_NAME": "Forge Test",
+    "GIT_AUTHOR_EMAIL": "forge-test@example.org",
+    "GIT_COMMITTER_NAME": "Forge Test",
+    "GIT_COMMITTER_EMAIL": "forge-test@example.org",
+}
+
+
+def project_env(project: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a user who activated the venv: its bin/ first on PATH."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(CI_ENV)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    if project is not None:
+        env["PYTHONPATH"] = str(project / "src")
+    env.update(extra)
+    return env
+
+
+def sh(*cmd: str | Path, cwd: Path, check: bool = True, timeout: float = 1800, **env: str):
+    """Run a command like a user in the project folder; on failure show its output."""
+    result = subprocess.run(
+        [str(c) for c in cmd], cwd=cwd, env=project_env(cwd, **env), capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} exited {result.returncode}\n--- stdout\n{result.stdout[-6000:]}"
+            f"\n--- stderr\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+def clean_copy(source: Path, dest: Path) -> Path:
+    """The files a clone of the template has (tracked or not ignored): no caches or venvs of this checkout."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=source, capture_output=True, check=True,
+    ).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        if (source / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / rel, dest / rel)
+    return dest
+
+
+_CLEAN_TEMPLATE: list[Path] = []
+
+
+def shipped_template() -> Path:
+    """One clean copy of the template per test session."""
+    if not _CLEAN_TEMPLATE:
+        import tempfile
+
+        _CLEAN_TEMPLATE.append(clean_copy(TEMPLATE, Path(tempfile.mkdtemp(prefix="forge-template-"))))
+    return _CLEAN_TEMPLATE[0]
+
+
+def bake(out_dir: Path, template: Path | None = None, **answers: str) -> Path:
+    """Bake the template non-interactively, like `cookiecutter <template> --no-input key=value ...`."""
+    template = template or shipped_template()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    old = dict(os.environ)
+    os.environ.update(CI_ENV)
+    try:
+        return Path(cookiecutter(str(template), no_input=True, extra_context=answers, output_dir=str(out_dir)))
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+
+def pip_install_editable(project: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(project)],
+        check=True,
+    )
+
+
+def read(path: Path) -> str:
+    return path.read_text()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def reproduced_project(tmp_path_factory) -> Path:
+    """The default bake, installed, after one full `dvc repro`, its results committed and pushed.
+
+    Shared by the end-to-end tests (each test that changes it works on its own `git clone`).
+    """
+    if shutil.which("git") is None:
+        pytest.fail("git is required")
+    root = tmp_path_factory.mktemp("e2e")
+    project = bake(root)
+    pip_install_editable(project)
+    sh("dvc", "repro", cwd=project, timeout=3600)
+    sh("git", "add", "-A", cwd=project)
+    sh("git", "commit", "-q", "-m", "Results of the default pipeline", cwd=project)
+    sh("dvc", "push", cwd=project)
+    return project

@@ -1,0 +1,17 @@
+"""Data pipeline: synthetic source -> canonical dataset -> zarr shards -> stats -> training pairs.
+
+Modules (each pipeline step has a `main(argv)` used by the CLI):
+  synthetic.py  the built-in synthetic atmosphere (`synthesize`)
+  source.py     open zarr / netCDF (local or URL) and canonicalize names, order, units
+  shard.py      one time block -> one zarr v3 store (`shard`); `plan_blocks` for the Snakefile
+  stats.py      per-channel normalization statistics of the train split (`stats`); `Normalizer`
+  forcings.py   known-in-advance inputs (cos solar zenith angle, sin/cos latitude)
+  loader.py     (state, target at lead) pairs from shards, seeded resumable rank-sharded sampling
+Nothing here imports torch except loader.py, so the data steps stay light.
+"""
+
+from ..config import ForgeError
+
+
+class DataError(ForgeError, ValueError):
+    """A problem with the input data (missing variable/level/time, NaN, bad layout), with the fix in the message."""

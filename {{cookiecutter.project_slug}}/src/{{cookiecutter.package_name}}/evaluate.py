@@ -1,0 +1,346 @@
+"""Score autoregressive rollouts on the test split against persistence and climatology (WB2 definitions).
+
+    python -m <package>.evaluate --params params.yaml --model models/model.pt --shards data/shards \
+        --stats data/stats.json --out results/
+
+Forecasts start every evaluate.init_every_hours in the test split (all their valid times inside it) and run in
+steps of train.lead_hours up to evaluate.max_lead_hours. Three forecasts are scored at every lead, in physical units:
+  model        the rollout of models/model.pt
+  persistence  the initial state, unchanged
+  climatology  the day-of-year x hour climatology of the train split (climatology.py)
+Scores (metrics.py): RMSE, bias, ACC, per channel (a level is a channel: geopotential_500) and lead.
+
+Outputs in --out (metrics files hold numbers only and are byte-identical across identical reruns):
+  metrics.json          rmse / acc / bias [channel][forecast]["<lead>h"] at evaluate.key_leads_hours, and
+                        skill_vs_persistence / skill_vs_climatology [channel]["<lead>h"] = 1 - RMSE_model / RMSE_ref
+  per_lead.csv          lead_hours, channel, forecast, rmse, acc, bias (every lead, channel and forecast)
+  plots/rmse_<ch>.csv   lead_hours, model, persistence, climatology (headline channels; for `dvc plots`)
+  plots/acc_<ch>.csv    the same for ACC
+  maps/<ch>_<lead>h.png truth / forecast / error from the first test initial time
+  evaluation.json       what was evaluated (channels, leads, initial times, the model's own provenance) for the report
+  provenance.json       commit, dirty flag, params hash, input hashes, versions, hardware of this run
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import metrics
+from .forecast import HOUR, EvaluationError, ShardReader
+
+FORECASTS = ("model", "persistence", "climatology")
+SCORES = ("rmse", "acc", "bias")
+SIGNIFICANT = 6  # digits kept in metrics files: enough for any comparison, and stable across reruns
+
+
+@dataclass
+class Scores:
+    """Time-mean scores: rmse/acc/bias[forecast] is an array (lead, channel)."""
+
+    channels: list[str]
+    leads_hours: list[int]
+    n_inits: int
+    rmse: dict[str, np.ndarray]
+    acc: dict[str, np.ndarray]
+    bias: dict[str, np.ndarray]
+    # (channel, lead_hours) -> {"truth": (H, W), "forecast": (H, W)} from the first initial time
+    maps: dict[tuple[str, int], dict[str, np.ndarray]] = field(default_factory=dict)
+    map_init: str = ""
+
+
+def test_inits(
+    reader: ShardReader, test_range: Sequence[str], init_every_hours: int, lead_hours: int, n_steps: int
+) -> np.ndarray:
+    """Initial times every `init_every_hours` from the start of the test split whose forecasts end inside it."""
+    max_lead_hours = lead_hours * n_steps
+    times = reader.times_in(*test_range)
+    if len(times) == 0:
+        raise EvaluationError(
+            f"{reader.dir}: no time steps in the test split {list(test_range)}. "
+            "Fix: check data.splits.test in params.yaml against the shards."
+        )
+    last_valid = min(np.datetime64(test_range[1], "ns"), times[-1])
+    candidates = np.arange(times[0], last_valid - max_lead_hours * HOUR + np.timedelta64(1, "ns"),
+                           init_every_hours * HOUR).astype("datetime64[ns]")
+    steps = np.arange(0, n_steps + 1, dtype=np.int64) * lead_hours * HOUR  # the states a forecast reads
+    inits = np.array([t for t in candidates if reader.has(t + steps).all()], dtype="datetime64[ns]")
+    if len(inits) == 0:
+        raise EvaluationError(
+            f"the test split {list(test_range)} is too short for forecasts of evaluate.max_lead_hours = "
+            f"{max_lead_hours} h. Fix: lengthen data.splits.test or lower evaluate.max_lead_hours."
+        )
+    return inits
+
+
+def score(
+    forecaster: Callable, reader: ShardReader, inits: np.ndarray, n_steps: int, lead_hours: int, clim,
+    batch_size: int = 8, map_channels: Sequence[str] = (), map_leads_hours: Sequence[int] = (),
+) -> Scores:
+    """Roll out `forecaster(x0, init_times, n_steps)` (an iterator of (B, C, H, W) states) from every initial time
+    and score it, persistence and `clim` (a Climatology) against the shards' states.
+
+    Per-step spatial means go into arrays indexed by (initial time, lead, channel); the time means are taken once
+    at the end, so the result does not depend on batch_size's grouping of the sums.
+    """
+    weights = metrics.cell_area_weights(reader.latitude)
+    n, c = len(inits), len(reader.channels)
+    per = {s: {f: np.zeros((n, n_steps, c)) for f in FORECASTS} for s in ("mse", "acc", "bias")}
+    leads = [lead_hours * (s + 1) for s in range(n_steps)]
+    map_idx = [(reader.channels.index(ch), ch) for ch in map_channels]
+    maps: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+    s = -1
+    for b0 in range(0, n, batch_size):
+        batch = inits[b0 : b0 + batch_size]
+        rows = slice(b0, b0 + len(batch))
+        x0 = reader.read(batch)
+        for s, state in enumerate(forecaster(x0, batch, n_steps)):
+            valid = batch + leads[s] * HOUR
+            truth = reader.read(valid)
+            ref = clim.at(valid)
+            for name, fc in (("model", state), ("persistence", x0), ("climatology", ref)):
+                per["mse"][name][rows, s] = metrics.mse_per_step(fc, truth, weights)
+                per["bias"][name][rows, s] = metrics.bias_per_step(fc, truth, weights)
+                per["acc"][name][rows, s] = metrics.acc_per_step(fc, truth, ref, weights)
+            if b0 == 0 and leads[s] in map_leads_hours:
+                for ci, ch in map_idx:
+                    maps[(ch, leads[s])] = {"truth": truth[0, ci].copy(), "forecast": np.array(state[0, ci])}
+        if s + 1 != n_steps:
+            raise EvaluationError(f"the forecaster returned {s + 1} steps, expected {n_steps}")
+    return Scores(
+        channels=list(reader.channels),
+        leads_hours=leads,
+        n_inits=n,
+        rmse={f: metrics.rmse(per["mse"][f]) for f in FORECASTS},
+        acc={f: metrics.time_mean(per["acc"][f]) for f in FORECASTS},
+        bias={f: metrics.time_mean(per["bias"][f]) for f in FORECASTS},
+        maps=maps,
+        map_init=str(inits[0].astype("datetime64[m]")),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Writing the results
+
+
+def rounded(value: float) -> float | None:
+    """Round to SIGNIFICANT digits (so reruns and platforms agree); non-finite -> None (JSON null)."""
+    value = float(value)
+    if not math.isfinite(value):
+        return None
+    return float(f"{value:.{SIGNIFICANT}g}") + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def _fmt(value: float) -> str:
+    r = rounded(value)
+    return "" if r is None else repr(r)
+
+
+def select_leads(wanted: Sequence[int], available: Sequence[int]) -> list[int]:
+    """The wanted leads that were evaluated (in order); the longest evaluated lead if none was."""
+    chosen = [h for h in wanted if h in available]
+    return chosen or [available[-1]]
+
+
+def metrics_dict(scores: Scores, key_leads: Sequence[int]) -> dict:
+    """metrics.json content: numbers only, nested channel -> forecast -> lead."""
+    at = {h: scores.leads_hours.index(h) for h in key_leads}
+    out: dict = {name: {} for name in SCORES}
+    out["skill_vs_persistence"], out["skill_vs_climatology"] = {}, {}
+    for ci, ch in enumerate(scores.channels):
+        for name in SCORES:
+            table = getattr(scores, name)
+            out[name][ch] = {f: {f"{h}h": rounded(table[f][i, ci]) for h, i in at.items()} for f in FORECASTS}
+        for ref, key in (("persistence", "skill_vs_persistence"), ("climatology", "skill_vs_climatology")):
+            out[key][ch] = {
+                f"{h}h": rounded(1.0 - scores.rmse["model"][i, ci] / scores.rmse[ref][i, ci])
+                if scores.rmse[ref][i, ci] > 0 else None
+                for h, i in at.items()
+            }
+    out["n_inits"] = scores.n_inits
+    return out
+
+
+def _csv(rows: list[list], header: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def per_lead_csv(scores: Scores) -> str:
+    rows = []
+    for i, h in enumerate(scores.leads_hours):
+        for ci, ch in enumerate(scores.channels):
+            for f in FORECASTS:
+                rows.append([h, ch, f, _fmt(scores.rmse[f][i, ci]), _fmt(scores.acc[f][i, ci]),
+                             _fmt(scores.bias[f][i, ci])])
+    return _csv(rows, ["lead_hours", "channel", "forecast", "rmse", "acc", "bias"])
+
+
+def curve_csv(scores: Scores, name: str, channel: str) -> str:
+    """One dvc plot: lead_hours and a column per forecast."""
+    ci = scores.channels.index(channel)
+    table = getattr(scores, name)
+    rows = [[h] + [_fmt(table[f][i, ci]) for f in FORECASTS] for i, h in enumerate(scores.leads_hours)]
+    return _csv(rows, ["lead_hours", *FORECASTS])
+
+
+def draw_map(path: Path, latitude, longitude, truth, forecast, channel: str, lead: int, init: str) -> None:
+    """Truth | forecast | error panels on plain lat/lon axes (no coastlines: no map data to download)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    error = forecast - truth
+    lo, hi = float(min(truth.min(), forecast.min())), float(max(truth.max(), forecast.max()))
+    emax = float(np.abs(error).max()) or 1.0
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.4), constrained_layout=True)
+    panels = (("truth", truth, "viridis", lo, hi), ("forecast", forecast, "viridis", lo, hi),
+              ("forecast - truth", error, "RdBu_r", -emax, emax))
+    for ax, (title, field_, cmap, vmin, vmax) in zip(axes, panels):
+        mesh = ax.pcolormesh(longitude, latitude, field_, cmap=cmap, vmin=vmin, vmax=vmax, shading="nearest")
+        ax.set_title(title)
+        ax.set_xlabel("longitude (deg E)")
+        ax.set_aspect("equal")
+        ax.set_xlim(float(longitude[0]), float(longitude[-1]))
+        ax.set_ylim(-90, 90)
+        ax.set_yticks([-90, -45, 0, 45, 90])
+        ax.set_xticks([0, 90, 180, 270, 360])
+        fig.colorbar(mesh, ax=ax, shrink=0.8)
+    axes[0].set_ylabel("latitude (deg N)")
+    fig.suptitle(f"{channel}, lead {lead} h, initialized {init}")
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+
+
+def write_results(
+    out: Path, scores: Scores, headline: Sequence[str], key_leads: Sequence[int], latitude=None, longitude=None,
+    info: dict | None = None,
+) -> dict:
+    """Write every output but provenance.json; return the metrics dict."""
+    out = Path(out)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    key_leads = select_leads(key_leads, scores.leads_hours)
+    result = metrics_dict(scores, key_leads)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    (out / "per_lead.csv").write_text(per_lead_csv(scores))
+    for ch in headline:
+        for name in ("rmse", "acc"):
+            (out / "plots" / f"{name}_{ch}.csv").write_text(curve_csv(scores, name, ch))
+    map_files = []
+    if scores.maps:
+        (out / "maps").mkdir(exist_ok=True)
+        for (ch, lead), pair in sorted(scores.maps.items(), key=lambda kv: (scores.channels.index(kv[0][0]), kv[0][1])):
+            path = out / "maps" / f"{ch}_{lead}h.png"
+            draw_map(path, latitude, longitude, pair["truth"], pair["forecast"], ch, lead, scores.map_init)
+            map_files.append({"channel": ch, "lead_hours": lead, "file": f"maps/{path.name}"})
+    summary = {
+        "channels": scores.channels,
+        "headline": list(headline),
+        "key_leads_hours": list(key_leads),
+        "leads_hours": scores.leads_hours,
+        "n_inits": scores.n_inits,
+        "maps": map_files,
+        "map_init": scores.map_init,
+        **(info or {}),
+    }
+    (out / "evaluation.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n")[0])
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--model", default="models/model.pt", help="trained model (default: models/model.pt)")
+    p.add_argument("--shards", default="data/shards", help="shard directory (default: data/shards)")
+    p.add_argument("--stats", default="data/stats.json", help="stats, used if the model file has none")
+    p.add_argument("--out", default="results", help="output directory (default: results/)")
+    return p
+
+
+def check_channels(names: Sequence[str], channels: Sequence[str], key: str, params_path) -> None:
+    missing = [n for n in names if n not in channels]
+    if missing:
+        raise EvaluationError(
+            f"{params_path}: {key} names {missing}, not among the data's channels {list(channels)}. "
+            f"Fix: change '{key}' in {params_path}."
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import climatology, provenance
+    from .config import load_params
+    from .forecast import check_grid, load_forecaster, model_forecaster, set_deterministic
+
+    args = _parser().parse_args(argv)
+    params = load_params(args.params)
+    cfg = params.evaluate
+    provenance.ensure_clean_or_allowed(cfg.allow_dirty, "evaluate")
+    set_deterministic()
+
+    model, meta, normalizer = load_forecaster(args.model, args.stats)
+    reader = ShardReader(args.shards)
+    check_grid(meta, reader, args.model)
+    lead_hours = int(meta.get("lead_hours", params.train.lead_hours))
+    n_steps = cfg.max_lead_hours // lead_hours
+    if n_steps < 1:
+        raise EvaluationError(
+            f"{args.params}: evaluate.max_lead_hours ({cfg.max_lead_hours}) is shorter than one model step "
+            f"({lead_hours} h). Fix: raise evaluate.max_lead_hours."
+        )
+    headline = list(cfg.headline)
+    map_channels = list(cfg.map_channels) or headline
+    check_channels(headline, reader.channels, "evaluate.headline", args.params)
+    check_channels(map_channels, reader.channels, "evaluate.map_channels", args.params)
+
+    inits = test_inits(reader, params.data.splits.test, cfg.init_every_hours, lead_hours, n_steps)
+    valid = (inits[:, None] + (np.arange(1, n_steps + 1) * lead_hours * HOUR)[None]).ravel()
+    clim = climatology.compute(reader, params.data.splits.train, cfg.climatology_window_days, valid)
+    print(f"evaluate: {len(inits)} initial times x {n_steps} steps of {lead_hours} h, {len(reader.channels)} channels",
+          file=sys.stderr)
+
+    forecaster = model_forecaster(model, normalizer, lead_hours, reader.latitude, reader.longitude)
+    leads = [lead_hours * (s + 1) for s in range(n_steps)]
+    scores = score(forecaster, reader, inits, n_steps, lead_hours, clim, cfg.batch_size,
+                   map_channels, select_leads(cfg.map_leads_hours, leads))
+    info = {
+        "init_times": [str(inits[0].astype("datetime64[m]")), str(inits[-1].astype("datetime64[m]"))],
+        "init_every_hours": cfg.init_every_hours,
+        "lead_hours": lead_hours,
+        "test_split": list(params.data.splits.test),
+        "train_split": list(params.data.splits.train),
+        "climatology_window_days": cfg.climatology_window_days,
+        "model": meta.get("model"),
+        "model_step": meta.get("step"),
+        "model_provenance": meta.get("provenance"),
+    }
+    out = Path(args.out)
+    result = write_results(out, scores, headline, cfg.key_leads_hours, reader.latitude, reader.longitude, info)
+    command = None if argv is None else [Path(sys.executable).name, "-m", __name__, *argv]
+    provenance.write_provenance(out / "provenance.json", params=params, command=command,
+                                inputs={args.model: None, args.shards: None, args.stats: None})
+    for ch in headline:
+        row = ", ".join(f"{h}: {v}" for h, v in result["rmse"][ch]["model"].items())
+        print(f"evaluate: RMSE {ch} (model) {row}", file=sys.stderr)
+    print(f"evaluate: wrote {out}/metrics.json, per_lead.csv, plots/, maps/, provenance.json", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

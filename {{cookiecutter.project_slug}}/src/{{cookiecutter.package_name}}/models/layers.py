@@ -1,0 +1,55 @@
+"""Building blocks shared by the architectures: periodic-in-longitude convolution, grid padding, checkpointing."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+def pad_periodic(x: torch.Tensor, pad: int, lat_mode: str = "replicate") -> torch.Tensor:
+    """Pad [B, C, lat, lon]: wrap around in longitude (the globe is periodic), `lat_mode` at the poles."""
+    if pad == 0:
+        return x
+    x = F.pad(x, (pad, pad, 0, 0), mode="circular")
+    if lat_mode == "zeros":
+        return F.pad(x, (0, 0, pad, pad))
+    return F.pad(x, (0, 0, pad, pad), mode="replicate")
+
+
+class PeriodicConv2d(nn.Conv2d):
+    """A 'same' convolution that wraps in longitude and replicates (or zero-pads) at the poles."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, lat_mode: str = "replicate"):
+        super().__init__(in_channels, out_channels, kernel_size, padding=0)
+        self.pad = kernel_size // 2
+        self.lat_mode = lat_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(pad_periodic(x, self.pad, self.lat_mode))
+
+
+def pad_grid(x: torch.Tensor, mult_lat: int, mult_lon: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad the grid up to multiples (latitude: replicate at the poles, longitude: wrap); return the original size."""
+    nlat, nlon = x.shape[-2:]
+    plat, plon = -nlat % mult_lat, -nlon % mult_lon
+    if plon:
+        x = F.pad(x, (0, plon, 0, 0), mode="circular")
+    if plat:
+        x = F.pad(x, (0, 0, plat // 2, plat - plat // 2), mode="replicate")
+    return x, (nlat, nlon)
+
+
+def crop_grid(x: torch.Tensor, size: tuple[int, int], mult_lat: int) -> torch.Tensor:
+    nlat, nlon = size
+    plat = -nlat % mult_lat
+    top = plat // 2
+    return x[..., top : top + nlat, :nlon]
+
+
+def maybe_checkpoint(module: nn.Module, x: torch.Tensor, enabled: bool) -> torch.Tensor:
+    """Run `module`, recomputing its activations in backward when `enabled` (trades compute for memory)."""
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(module, x, use_reentrant=False)
+    return module(x)
