@@ -110,3 +110,20 @@ def test_bake_passes_its_own_test_suite(combo, matrix_bakes):
     )
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-4000:]
     assert re.search(r"\d+ passed", result.stdout), result.stdout[-2000:]
+
+
+def test_default_bake_passes_its_whole_test_suite(tmp_path, artifacts):
+    """The default project's full suite, slow tests included (DDP/FSDP under torchrun, resume, report in Chromium)."""
+    project = bake(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA"],
+        cwd=project,
+        env=project_env(project, FORGE_ARTIFACTS=str(artifacts)),
+        capture_output=True,
+        text=True,
+    )
+    (artifacts / "generated-suite.log").write_text(result.stdout + result.stderr)
+    print(result.stdout[-3000:])
+    assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-4000:]
+    summary = result.stdout.strip().splitlines()[-1]
+    assert re.search(r"\d+ passed", summary) and "skipped" not in summary and "failed" not in summary, summary

@@ -25,8 +25,9 @@ def truth_field(times: np.ndarray) -> np.ndarray:
     wave = np.cos(np.deg2rad(LAT))[None, :, None] * np.sin(phase)
     base = np.array([5500.0, 1500.0, 280.0])
     amp = np.array([50.0, 30.0, 3.0])
-    out = (base[None, :, None, None] + amp[None, :, None, None] * (
-        np.sin(year)[:, None, None, None] + 0.3 * np.sin(day)[:, None, None, None] + wave[:, None]))
+    out = base[None, :, None, None] + amp[None, :, None, None] * (
+        np.sin(year)[:, None, None, None] + 0.3 * np.sin(day)[:, None, None, None] + wave[:, None]
+    )
     return out.astype(np.float32)
 
 
@@ -41,11 +42,20 @@ def write_shards(root: Path, start: str, end: str, block: int = 300) -> Path:
     for k, i in enumerate(range(0, len(times), block)):
         ds = xr.Dataset(
             {"data": (("time", "channel", "latitude", "longitude"), data[i : i + block])},
-            coords={"time": times[i : i + block], "channel": CHANNELS, "latitude": LAT, "longitude": LON},
+            coords={
+                "time": times[i : i + block],
+                "channel": np.array(CHANNELS, dtype=object),
+                "latitude": LAT,
+                "longitude": LON,
+            },
             attrs={"channels": CHANNELS, "provenance": "{}", "source": "test"},
         )
-        ds.to_zarr(shards / f"block_{k:04d}.zarr", zarr_format=3, consolidated=False,
-                   encoding={"data": {"chunks": (1, len(CHANNELS), len(LAT), len(LON)), "compressors": None}})
+        ds.to_zarr(
+            shards / f"block_{k:04d}.zarr",
+            zarr_format=3,
+            consolidated=False,
+            encoding={"data": {"chunks": (1, len(CHANNELS), len(LAT), len(LON)), "compressors": None}},
+        )
     return shards
 
 
@@ -100,8 +110,12 @@ def _score_with(mods, shards, forecaster, batch_size=3):
     inits = ev.test_inits(reader, ("2001-01-01", "2001-01-20T18:00"), 24, 6, 4)
     valid = (inits[:, None] + (np.arange(1, 5) * 6 * HOUR)[None]).ravel()
     clim = mods["climatology"].compute(reader, ("2000-01-01", "2000-12-31T18:00"), 15, valid)
-    return reader, inits, clim, ev.score(forecaster, reader, inits, 4, 6, clim, batch_size,
-                                         ["geopotential_500"], [12, 24])
+    return (
+        reader,
+        inits,
+        clim,
+        ev.score(forecaster, reader, inits, 4, 6, clim, batch_size, ["geopotential_500"], [12, 24]),
+    )
 
 
 def oracle(x0, init_times, n_steps):
@@ -111,8 +125,8 @@ def oracle(x0, init_times, n_steps):
 
 
 def test_perfect_model_and_hand_computed_persistence(mods, shards):
-    reader, inits, clim, scores = _score_with(mods, shards, oracle)
-    assert len(inits) == 20 and inits[-1] == np.datetime64("2001-01-20T00:00")  # last init whose 24 h fit
+    _, inits, clim, scores = _score_with(mods, shards, oracle)
+    assert len(inits) == 19 and inits[-1] == np.datetime64("2001-01-19T00:00")  # the last whose 24 h fit the split
     assert scores.leads_hours == [6, 12, 18, 24]
     np.testing.assert_allclose(scores.rmse["model"], 0.0, atol=1e-9)
     np.testing.assert_allclose(scores.bias["model"], 0.0, atol=1e-9)
@@ -149,7 +163,7 @@ def _walk_numbers(obj):
 
 def test_results_files(mods, shards, tmp_path):
     ev = mods["evaluate"]
-    reader, _, _, scores = _score_with(mods, shards, oracle)
+    _, _, _, scores = _score_with(mods, shards, oracle)
     out = tmp_path / "results"
     ev.write_results(out, scores, ["geopotential_500", "2m_temperature"], [6, 24, 72], LAT, LON, {"lead_hours": 6})
     result = json.loads((out / "metrics.json").read_text())
@@ -184,3 +198,130 @@ def test_test_split_too_short(mods, shards):
     reader = mods["forecast"].ShardReader(shards)
     with pytest.raises(ValueError, match="max_lead_hours"):
         mods["evaluate"].test_inits(reader, ("2001-01-20", "2001-01-20T18:00"), 24, 6, 4)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# End to end: a tiny real model file, the CLI, byte-identical reruns, the report
+
+
+def build_project(pkg_name: str, root: Path, shards: Path) -> dict[str, Path]:
+    """params.yaml, stats.json and models/model.pt (a tiny seeded U-Net) beside `shards`, per the contract."""
+    import torch
+
+    models = importlib.import_module(f"{pkg_name}.models")
+    forcings = importlib.import_module(f"{pkg_name}.data.forcings")
+    train_times = np.arange(np.datetime64("2000-01-01", "ns"), np.datetime64("2001-01-01", "ns"), 6 * HOUR)
+    x = truth_field(train_times).astype(np.float64)
+    stats = {
+        "channels": CHANNELS,
+        "mean": x.mean(axis=(0, 2, 3)).tolist(),
+        "std": x.std(axis=(0, 2, 3)).tolist(),
+        "diff_std": np.diff(x, axis=0).std(axis=(0, 2, 3)).tolist(),
+        "time_step_hours": 6,
+        "train": ["2000-01-01", "2000-12-31T18:00"],
+    }
+    (root / "stats.json").write_text(json.dumps(stats))
+    config = {"name": "unet", "width": 8, "depth": 1, "patch_size": 4}
+    meta = {
+        "model": config,
+        "channels": CHANNELS,
+        "forcings": list(forcings.FORCING_NAMES),
+        "latitude": LAT.tolist(),
+        "longitude": LON.tolist(),
+        "stats": stats,
+        "time_step_hours": 6,
+        "lead_hours": 6,
+        "provenance": {"commit": "feedc0de" * 5, "dirty": False},
+        "step": 7,
+    }
+    torch.manual_seed(0)
+    net = models.model_from_meta(meta)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 0.05)  # not the zero-initialized head: a model that differs from persistence
+    (root / "models").mkdir(exist_ok=True)
+    models.save_model(root / "models" / "model.pt", meta, net.state_dict())
+    (root / "params.yaml").write_text(
+        "seed: 0\n"
+        "data:\n"
+        "  splits: {train: ['2000-01-01', '2000-12-31T18:00'], val: ['2001-01-01', '2001-01-05T18:00'],\n"
+        "           test: ['2001-01-06', '2001-01-20T18:00']}\n"
+        "evaluate:\n"
+        "  max_lead_hours: 24\n"
+        "  init_every_hours: 24\n"
+        "  headline: [geopotential_500, 2m_temperature]\n"
+        "  batch_size: 4\n"
+        "  key_leads_hours: [6, 24, 72]\n"
+        "  map_leads_hours: [24]\n"
+        "  allow_dirty: true\n"
+    )
+    return {
+        "params": root / "params.yaml",
+        "model": root / "models" / "model.pt",
+        "stats": root / "stats.json",
+        "shards": shards,
+    }
+
+
+def test_evaluate_cli_end_to_end(pkg_name, mods, shards, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # provenance looks at the working directory (not a git repo here)
+    files = build_project(pkg_name, tmp_path, shards)
+    argv = [
+        "--params",
+        str(files["params"]),
+        "--model",
+        str(files["model"]),
+        "--shards",
+        str(shards),
+        "--stats",
+        str(files["stats"]),
+    ]
+    assert mods["evaluate"].main([*argv, "--out", "results"]) == 0
+    out = tmp_path / "results"
+    result = json.loads((out / "metrics.json").read_text())
+    assert set(result["rmse"]) == set(CHANNELS) and set(result["rmse"]["geopotential_500"]["model"]) == {"6h", "24h"}
+    assert result["n_inits"] == 14
+    rmse = result["rmse"]["geopotential_500"]
+    assert rmse["model"]["6h"] != rmse["persistence"]["6h"] and rmse["persistence"]["6h"] > 0
+    assert sorted(p.name for p in (out / "plots").iterdir()) == [
+        "acc_2m_temperature.csv",
+        "acc_geopotential_500.csv",
+        "rmse_2m_temperature.csv",
+        "rmse_geopotential_500.csv",
+    ]
+    assert sorted(p.name for p in (out / "maps").iterdir()) == ["2m_temperature_24h.png", "geopotential_500_24h.png"]
+    stamp = json.loads((out / "provenance.json").read_text())
+    assert "params_sha256" in stamp and set(stamp["inputs"]) == {str(files["model"]), str(shards), str(files["stats"])}
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["model_provenance"]["commit"].startswith("feedc0de")
+    # identical rerun -> byte-identical metrics files
+    assert mods["evaluate"].main([*argv, "--out", "results2"]) == 0
+    for name in ("metrics.json", "per_lead.csv", "plots/rmse_geopotential_500.csv", "evaluation.json"):
+        assert (out / name).read_bytes() == (tmp_path / "results2" / name).read_bytes(), name
+    # and the report step builds from it
+    report = importlib.import_module(f"{pkg_name}.report")
+    assert report.main(["--results", str(out), "--out", str(out / "report.html")]) == 0
+    assert "feedc0de" in (out / "report.html").read_text()
+
+
+def test_evaluate_rejects_unknown_headline(pkg_name, mods, shards, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    files = build_project(pkg_name, tmp_path, shards)
+    files["params"].write_text(
+        files["params"].read_text().replace("headline: [geopotential_500,", "headline: [geopotential_300,")
+    )
+    with pytest.raises(ValueError, match=r"evaluate.headline.*geopotential_300.*Fix"):
+        mods["evaluate"].main(
+            [
+                "--params",
+                str(files["params"]),
+                "--model",
+                str(files["model"]),
+                "--shards",
+                str(shards),
+                "--stats",
+                str(files["stats"]),
+                "--out",
+                "results",
+            ]
+        )

@@ -20,8 +20,9 @@ def test_cell_area_weights_by_hand(m):
     np.testing.assert_allclose(m.cell_area_weights(np.array([-60.0, 0.0, 60.0])), [0.75, 1.5, 0.75])
     # pole rows get the polar cap down to the midpoint: 1 - sin(45), 2 sin(45), 1 - sin(45), over mean 2/3
     cap = 1 - np.sin(np.pi / 4)
-    np.testing.assert_allclose(m.cell_area_weights(np.array([-90.0, 0.0, 90.0])),
-                               np.array([cap, 2 * np.sin(np.pi / 4), cap]) * 1.5)
+    np.testing.assert_allclose(
+        m.cell_area_weights(np.array([-90.0, 0.0, 90.0])), np.array([cap, 2 * np.sin(np.pi / 4), cap]) * 1.5
+    )
 
 
 def test_weights_of_equiangular_grid_approach_cos_lat(m):

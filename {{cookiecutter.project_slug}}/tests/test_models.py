@@ -78,10 +78,11 @@ def test_unet_equivariant_to_longitude_roll():
         assert torch.allclose(rolled, torch.roll(net(x), shift, dims=-1), atol=1e-10)
 
 
-def test_periodic_conv_wraps_around():
+@pytest.mark.parametrize("lat_mode", ["zeros", "replicate"])
+def test_periodic_conv_wraps_around(lat_mode):
     """A 3x3 periodic convolution is equivariant to a roll by any number of cells, and column 0 sees column -1."""
     torch.manual_seed(0)
-    conv = layers.PeriodicConv2d(2, 3).double()
+    conv = layers.PeriodicConv2d(2, 3, lat_mode=lat_mode).double()
     x = torch.randn(1, 2, NLAT, NLON, dtype=torch.float64)
     for shift in (1, 5):
         assert torch.allclose(conv(torch.roll(x, shift, -1)), torch.roll(conv(x), shift, -1), atol=1e-12)

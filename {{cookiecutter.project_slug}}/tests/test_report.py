@@ -34,26 +34,42 @@ def make_results(pkg_name: str, out: Path, with_train_log: bool = True) -> Path:
     grow = np.sqrt(np.array(leads, dtype=float) / 6.0)[:, None]
     scale = np.array([900.0, 700.0, 2.5, 2.5, 3.0])[None, :]
     rmse = {"model": 0.3 * grow * scale, "persistence": 0.55 * grow * scale, "climatology": np.ones_like(grow) * scale}
-    acc = {"model": 1 - 0.05 * grow * np.ones((1, 5)), "persistence": 1 - 0.12 * grow * np.ones((1, 5)),
-           "climatology": np.zeros((12, 5))}
+    acc = {
+        "model": 1 - 0.05 * grow * np.ones((1, 5)),
+        "persistence": 1 - 0.12 * grow * np.ones((1, 5)),
+        "climatology": np.zeros((12, 5)),
+    }
     bias = {f: 0.01 * v for f, v in rmse.items()}
     lat = np.linspace(-87.1875, 87.1875, 32)
     lon = np.arange(64) * 5.625
     field = np.cos(np.deg2rad(lat))[:, None] * np.sin(np.deg2rad(2 * lon))[None, :]
-    maps = {(ch, h): {"truth": field * s, "forecast": (field + 0.1 * field**2) * s}
-            for ch, s in (("geopotential_500", 900.0), ("2m_temperature", 3.0)) for h in (24, 72)}
+    maps = {
+        (ch, h): {"truth": field * s, "forecast": (field + 0.1 * field**2) * s}
+        for ch, s in (("geopotential_500", 900.0), ("2m_temperature", 3.0))
+        for h in (24, 72)
+    }
     scores = ev.Scores(CHANNELS, leads, 40, rmse, acc, bias, maps, "2001-02-01T00:00")
-    info = {"init_times": ["2001-02-01T00:00", "2001-03-11T00:00"], "init_every_hours": 24, "lead_hours": 6,
-            "test_split": ["2001-02-01", "2001-03-31T18:00"], "train_split": ["2000-01-01", "2000-12-31T18:00"],
-            "climatology_window_days": 15, "model": {"name": "unet", "width": 32, "depth": 2}, "model_step": 1200,
-            "model_provenance": {"commit": "0123456789abcdef", "dirty": False, "params_sha256": "ab" * 32}}
-    ev.write_results(out, scores, ["geopotential_500", "temperature_850", "2m_temperature"], [6, 24, 72],
-                     lat, lon, info)
+    info = {
+        "init_times": ["2001-02-01T00:00", "2001-03-11T00:00"],
+        "init_every_hours": 24,
+        "lead_hours": 6,
+        "test_split": ["2001-02-01", "2001-03-31T18:00"],
+        "train_split": ["2000-01-01", "2000-12-31T18:00"],
+        "climatology_window_days": 15,
+        "model": {"name": "unet", "width": 32, "depth": 2},
+        "model_step": 1200,
+        "model_provenance": {"commit": "0123456789abcdef", "dirty": False, "params_sha256": "ab" * 32},
+    }
+    ev.write_results(
+        out, scores, ["geopotential_500", "temperature_850", "2m_temperature"], [6, 24, 72], lat, lon, info
+    )
     prov.write_provenance(out / "provenance.json", params={"seed": 0}, command="evaluate (test)")
     if with_train_log:
         rows = ["step,loss,lr,grad_norm,samples_per_s,data_wait"]
-        rows += [f"{s},{1.0 / (1 + s / 50):.5f},{2e-3 * min(1, s / 50):.6f},{0.5 + 1 / (1 + s):.4f},{180 + s % 7},0.01"
-                 for s in range(0, 1201, 20)]
+        rows += [
+            f"{s},{1.0 / (1 + s / 50):.5f},{2e-3 * min(1, s / 50):.6f},{0.5 + 1 / (1 + s):.4f},{180 + s % 7},0.01"
+            for s in range(0, 1201, 20)
+        ]
         (out / "train_log.csv").write_text("\n".join(rows) + "\n")
     return out
 
@@ -103,8 +119,11 @@ def _chromium() -> str | None:
 def _need(what: str, fix: str):
     if os.environ.get("FORGE_ALLOW_NO_BROWSER") == "1":
         pytest.skip(f"{what} missing and FORGE_ALLOW_NO_BROWSER=1")
-    pytest.fail(f"{what} is required for the report browser test. Fix: {fix} "
-                "(or set FORGE_ALLOW_NO_BROWSER=1 to skip it locally; CI must not).", pytrace=False)
+    pytest.fail(
+        f"{what} is required for the report browser test. Fix: {fix} "
+        "(or set FORGE_ALLOW_NO_BROWSER=1 to skip it locally; CI must not).",
+        pytrace=False,
+    )
 
 
 class DevTools:
@@ -186,18 +205,35 @@ def test_report_renders_in_headless_chromium(tmp_path, pkg_name, report_mod, cap
     profile = tmp_path / "chromium-profile"
     log = (tmp_path / "chromium.log").open("wb")
     proc = subprocess.Popen(
-        [chrome, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-         "--mute-audio", f"--user-data-dir={profile}", "--remote-debugging-port=0", "--remote-allow-origins=*",
-         "--window-size=1280,1000", "about:blank"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            chrome,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--mute-audio",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            "--remote-allow-origins=*",
+            "--window-size=1280,1000",
+            "about:blank",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
         while not (port_file.exists() and port_file.read_text().strip()) and time.monotonic() < deadline:
             if proc.poll() is not None:
-                pytest.fail(f"chromium exited with {proc.returncode}: {(tmp_path / 'chromium.log').read_text()[-2000:]}")
+                pytest.fail(
+                    f"chromium exited with {proc.returncode}: {(tmp_path / 'chromium.log').read_text()[-2000:]}"
+                )
             time.sleep(0.1)
         port = int(port_file.read_text().split()[0])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as resp:
@@ -208,8 +244,11 @@ def test_report_renders_in_headless_chromium(tmp_path, pkg_name, report_mod, cap
         cdp.send("Emulation.setDeviceMetricsOverride", width=1280, height=1000, deviceScaleFactor=1, mobile=False)
         cdp.send("Page.navigate", url=(results / "report.html").resolve().as_uri())
         cdp.wait_event("Page.loadEventFired")
-        state = json.loads(cdp.send("Runtime.evaluate", expression=VISIBILITY_JS % json.dumps(SECTIONS),
-                                    returnByValue=True)["result"]["value"])
+        state = json.loads(
+            cdp.send("Runtime.evaluate", expression=VISIBILITY_JS % json.dumps(SECTIONS), returnByValue=True)["result"][
+                "value"
+            ]
+        )
 
         height = int(min(state["docH"], 16000))
         cdp.send("Emulation.setDeviceMetricsOverride", width=1280, height=height, deviceScaleFactor=1, mobile=False)

@@ -26,7 +26,7 @@ def day_and_hour(times) -> tuple[np.ndarray, np.ndarray]:
     import pandas as pd
 
     idx = pd.DatetimeIndex(np.asarray(times).astype("datetime64[ns]"))
-    return np.asarray(idx.dayofyear, dtype=np.int64) - 1, np.asarray(idx.hour, dtype=np.int64)
+    return np.asarray(idx.day_of_year, dtype=np.int64) - 1, np.asarray(idx.hour, dtype=np.int64)
 
 
 class Climatology:
@@ -40,7 +40,7 @@ class Climatology:
     def at(self, times) -> np.ndarray:
         days, hours = day_and_hour(times)
         try:
-            rows = [self.index[(int(d), int(h))] for d, h in zip(days, hours)]
+            rows = [self.index[(int(d), int(h))] for d, h in zip(days, hours, strict=True)]
         except KeyError as exc:
             raise EvaluationError(
                 f"climatology has no value for (day of year, hour) {exc.args[0]}: the training split has no "
@@ -64,7 +64,7 @@ def compute(
         keys = sorted({(d, int(h)) for d in range(DAYS) for h in np.unique(train_hours)})
     else:
         nd, nh = day_and_hour(np.asarray(list(needed_times)))
-        keys = sorted(set(zip(nd.tolist(), nh.tolist())))
+        keys = sorted(set(zip(nd.tolist(), nh.tolist(), strict=True)))
     # days whose states enter some needed window
     offsets = np.arange(-window_days, window_days + 1)
     used_days = sorted({int((d + o) % DAYS) for d, _ in keys for o in offsets})
@@ -74,7 +74,9 @@ def compute(
     shape = (len(used_days), len(hours), len(reader.channels), len(reader.latitude), len(reader.longitude))
     sums = np.zeros(shape, dtype=np.float64)
     counts = np.zeros(shape[:2], dtype=np.int64)
-    keep = [k for k, (d, h) in enumerate(zip(train_days, train_hours)) if int(d) in slot and int(h) in hslot]
+    keep = [
+        k for k, (d, h) in enumerate(zip(train_days, train_hours, strict=True)) if int(d) in slot and int(h) in hslot
+    ]
     # stream in time order, a block at a time, so the sums are always added in the same order
     block = 64
     for start in range(0, len(keep), block):

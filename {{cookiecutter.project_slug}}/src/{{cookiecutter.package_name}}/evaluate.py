@@ -70,8 +70,9 @@ def test_inits(
             "Fix: check data.splits.test in params.yaml against the shards."
         )
     last_valid = min(np.datetime64(test_range[1], "ns"), times[-1])
-    candidates = np.arange(times[0], last_valid - max_lead_hours * HOUR + np.timedelta64(1, "ns"),
-                           init_every_hours * HOUR).astype("datetime64[ns]")
+    candidates = np.arange(
+        times[0], last_valid - max_lead_hours * HOUR + np.timedelta64(1, "ns"), init_every_hours * HOUR
+    ).astype("datetime64[ns]")
     steps = np.arange(0, n_steps + 1, dtype=np.int64) * lead_hours * HOUR  # the states a forecast reads
     inits = np.array([t for t in candidates if reader.has(t + steps).all()], dtype="datetime64[ns]")
     if len(inits) == 0:
@@ -83,8 +84,15 @@ def test_inits(
 
 
 def score(
-    forecaster: Callable, reader: ShardReader, inits: np.ndarray, n_steps: int, lead_hours: int, clim,
-    batch_size: int = 8, map_channels: Sequence[str] = (), map_leads_hours: Sequence[int] = (),
+    forecaster: Callable,
+    reader: ShardReader,
+    inits: np.ndarray,
+    n_steps: int,
+    lead_hours: int,
+    clim,
+    batch_size: int = 8,
+    map_channels: Sequence[str] = (),
+    map_leads_hours: Sequence[int] = (),
 ) -> Scores:
     """Roll out `forecaster(x0, init_times, n_steps)` (an iterator of (B, C, H, W) states) from every initial time
     and score it, persistence and `clim` (a Climatology) against the shards' states.
@@ -163,7 +171,8 @@ def metrics_dict(scores: Scores, key_leads: Sequence[int]) -> dict:
         for ref, key in (("persistence", "skill_vs_persistence"), ("climatology", "skill_vs_climatology")):
             out[key][ch] = {
                 f"{h}h": rounded(1.0 - scores.rmse["model"][i, ci] / scores.rmse[ref][i, ci])
-                if scores.rmse[ref][i, ci] > 0 else None
+                if scores.rmse[ref][i, ci] > 0
+                else None
                 for h, i in at.items()
             }
     out["n_inits"] = scores.n_inits
@@ -183,8 +192,9 @@ def per_lead_csv(scores: Scores) -> str:
     for i, h in enumerate(scores.leads_hours):
         for ci, ch in enumerate(scores.channels):
             for f in FORECASTS:
-                rows.append([h, ch, f, _fmt(scores.rmse[f][i, ci]), _fmt(scores.acc[f][i, ci]),
-                             _fmt(scores.bias[f][i, ci])])
+                rows.append(
+                    [h, ch, f, _fmt(scores.rmse[f][i, ci]), _fmt(scores.acc[f][i, ci]), _fmt(scores.bias[f][i, ci])]
+                )
     return _csv(rows, ["lead_hours", "channel", "forecast", "rmse", "acc", "bias"])
 
 
@@ -207,9 +217,12 @@ def draw_map(path: Path, latitude, longitude, truth, forecast, channel: str, lea
     lo, hi = float(min(truth.min(), forecast.min())), float(max(truth.max(), forecast.max()))
     emax = float(np.abs(error).max()) or 1.0
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.4), constrained_layout=True)
-    panels = (("truth", truth, "viridis", lo, hi), ("forecast", forecast, "viridis", lo, hi),
-              ("forecast - truth", error, "RdBu_r", -emax, emax))
-    for ax, (title, field_, cmap, vmin, vmax) in zip(axes, panels):
+    panels = (
+        ("truth", truth, "viridis", lo, hi),
+        ("forecast", forecast, "viridis", lo, hi),
+        ("forecast - truth", error, "RdBu_r", -emax, emax),
+    )
+    for ax, (title, field_, cmap, vmin, vmax) in zip(axes, panels, strict=True):
         mesh = ax.pcolormesh(longitude, latitude, field_, cmap=cmap, vmin=vmin, vmax=vmax, shading="nearest")
         ax.set_title(title)
         ax.set_xlabel("longitude (deg E)")
@@ -226,12 +239,20 @@ def draw_map(path: Path, latitude, longitude, truth, forecast, channel: str, lea
 
 
 def write_results(
-    out: Path, scores: Scores, headline: Sequence[str], key_leads: Sequence[int], latitude=None, longitude=None,
+    out: Path,
+    scores: Scores,
+    headline: Sequence[str],
+    key_leads: Sequence[int],
+    latitude=None,
+    longitude=None,
     info: dict | None = None,
 ) -> dict:
     """Write every output but provenance.json; return the metrics dict."""
     out = Path(out)
     (out / "plots").mkdir(parents=True, exist_ok=True)
+    # stale curves/maps of an earlier run with other headline channels or leads would be shown as current
+    for stale in [*(out / "plots").glob("rmse_*.csv"), *(out / "plots").glob("acc_*.csv"), *out.glob("maps/*.png")]:
+        stale.unlink()
     key_leads = select_leads(key_leads, scores.leads_hours)
     result = metrics_dict(scores, key_leads)
     (out / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
@@ -241,8 +262,9 @@ def write_results(
             (out / "plots" / f"{name}_{ch}.csv").write_text(curve_csv(scores, name, ch))
     map_files = []
     if scores.maps:
+        order = list(dict.fromkeys(ch for ch, _ in scores.maps))  # as asked for (evaluate.map_channels)
         (out / "maps").mkdir(exist_ok=True)
-        for (ch, lead), pair in sorted(scores.maps.items(), key=lambda kv: (scores.channels.index(kv[0][0]), kv[0][1])):
+        for (ch, lead), pair in sorted(scores.maps.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
             path = out / "maps" / f"{ch}_{lead}h.png"
             draw_map(path, latitude, longitude, pair["truth"], pair["forecast"], ch, lead, scores.map_init)
             map_files.append({"channel": ch, "lead_hours": lead, "file": f"maps/{path.name}"})
@@ -271,6 +293,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", default="data/shards", help="shard directory (default: data/shards)")
     p.add_argument("--stats", default="data/stats.json", help="stats, used if the model file has none")
     p.add_argument("--out", default="results", help="output directory (default: results/)")
+    p.add_argument("--device", default="cpu", help="cpu (default; bitwise reproducible metrics) or cuda (faster)")
     return p
 
 
@@ -286,15 +309,13 @@ def check_channels(names: Sequence[str], channels: Sequence[str], key: str, para
 def main(argv: list[str] | None = None) -> int:
     from . import climatology, provenance
     from .config import load_params
-    from .forecast import check_grid, load_forecaster, model_forecaster, set_deterministic
+    from .forecast import check_grid, deterministic, load_forecaster, model_forecaster
 
     args = _parser().parse_args(argv)
     params = load_params(args.params)
     cfg = params.evaluate
     provenance.ensure_clean_or_allowed(cfg.allow_dirty, "evaluate")
-    set_deterministic()
-
-    model, meta, normalizer = load_forecaster(args.model, args.stats)
+    model, meta, normalizer = load_forecaster(args.model, args.stats, args.device)
     reader = ShardReader(args.shards)
     check_grid(meta, reader, args.model)
     lead_hours = int(meta.get("lead_hours", params.train.lead_hours))
@@ -312,13 +333,25 @@ def main(argv: list[str] | None = None) -> int:
     inits = test_inits(reader, params.data.splits.test, cfg.init_every_hours, lead_hours, n_steps)
     valid = (inits[:, None] + (np.arange(1, n_steps + 1) * lead_hours * HOUR)[None]).ravel()
     clim = climatology.compute(reader, params.data.splits.train, cfg.climatology_window_days, valid)
-    print(f"evaluate: {len(inits)} initial times x {n_steps} steps of {lead_hours} h, {len(reader.channels)} channels",
-          file=sys.stderr)
+    print(
+        f"evaluate: {len(inits)} initial times x {n_steps} steps of {lead_hours} h, {len(reader.channels)} channels",
+        file=sys.stderr,
+    )
 
     forecaster = model_forecaster(model, normalizer, lead_hours, reader.latitude, reader.longitude)
     leads = [lead_hours * (s + 1) for s in range(n_steps)]
-    scores = score(forecaster, reader, inits, n_steps, lead_hours, clim, cfg.batch_size,
-                   map_channels, select_leads(cfg.map_leads_hours, leads))
+    with deterministic(args.device):
+        scores = score(
+            forecaster,
+            reader,
+            inits,
+            n_steps,
+            lead_hours,
+            clim,
+            cfg.batch_size,
+            map_channels,
+            select_leads(cfg.map_leads_hours, leads),
+        )
     info = {
         "init_times": [str(inits[0].astype("datetime64[m]")), str(inits[-1].astype("datetime64[m]"))],
         "init_every_hours": cfg.init_every_hours,
@@ -333,8 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     result = write_results(out, scores, headline, cfg.key_leads_hours, reader.latitude, reader.longitude, info)
     command = None if argv is None else [Path(sys.executable).name, "-m", __name__, *argv]
-    provenance.write_provenance(out / "provenance.json", params=params, command=command,
-                                inputs={args.model: None, args.shards: None, args.stats: None})
+    provenance.write_provenance(
+        out / "provenance.json",
+        params=params,
+        command=command,
+        inputs={args.model: None, args.shards: None, args.stats: None},
+    )
     for ch in headline:
         row = ", ".join(f"{h}: {v}" for h, v in result["rmse"][ch]["model"].items())
         print(f"evaluate: RMSE {ch} (model) {row}", file=sys.stderr)

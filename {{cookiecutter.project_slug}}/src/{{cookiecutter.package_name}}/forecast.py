@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,9 @@ class ShardReader:
         self._where: dict[int, tuple[int, int]] = {}
         for s, arr in enumerate(self._arrays):
             if [str(c) for c in arr["channel"].values] != self.channels:
-                raise EvaluationError(f"{self.paths[s]}: channels differ from {self.paths[0]}. Fix: re-run the shard step.")
+                raise EvaluationError(
+                    f"{self.paths[s]}: channels differ from {self.paths[0]}. Fix: re-run the shard step."
+                )
             for i, t in enumerate(arr["time"].values.astype("datetime64[ns]").astype(np.int64)):
                 self._where[int(t)] = (s, i)
         self.times = np.array(sorted(self._where), dtype=np.int64).astype("datetime64[ns]")
@@ -95,7 +98,7 @@ def _ns(times) -> np.ndarray:
 # Model + normalizer
 
 
-def load_forecaster(model_path: str | Path, stats_path: str | Path | None = None):
+def load_forecaster(model_path: str | Path, stats_path: str | Path | None = None, device: str = "cpu"):
     """(model, meta, normalizer) for inference; the normalizer is the one the model was trained with."""
     from .data.stats import Normalizer
     from .models import load_model
@@ -103,16 +106,18 @@ def load_forecaster(model_path: str | Path, stats_path: str | Path | None = None
     model_path = Path(model_path)
     if not model_path.exists():
         raise EvaluationError(f"{model_path}: model file not found. Fix: run the train step, or pass --model PATH.")
-    model, meta = load_model(model_path, map_location="cpu")
+    model, meta = load_model(model_path, map_location=device)
     model.eval()
     stats = meta.get("stats")
     if stats is None:
         if stats_path is None or not Path(stats_path).exists():
-            raise EvaluationError(f"{model_path}: has no 'stats' and no --stats file was given. Fix: pass --stats data/stats.json.")
+            raise EvaluationError(
+                f"{model_path}: has no 'stats' and no --stats file was given. Fix: pass --stats data/stats.json."
+            )
         stats = json.loads(Path(stats_path).read_text())
     if list(stats["channels"]) != list(meta["channels"]):
         raise EvaluationError(f"{model_path}: the model's channels and its stats' channels differ. Fix: retrain.")
-    return model, meta, Normalizer.from_json(stats) if not hasattr(Normalizer, "from_dict") else Normalizer.from_dict(stats)
+    return model, meta, Normalizer.from_dict(stats)
 
 
 def check_grid(meta: dict, reader: ShardReader, model_path) -> None:
@@ -128,8 +133,14 @@ def check_grid(meta: dict, reader: ShardReader, model_path) -> None:
 
 
 def rollout(
-    model, normalizer, x0: np.ndarray, init_times: np.ndarray, n_steps: int, lead_hours: int,
-    latitude: np.ndarray, longitude: np.ndarray,
+    model,
+    normalizer,
+    x0: np.ndarray,
+    init_times: np.ndarray,
+    n_steps: int,
+    lead_hours: int,
+    latitude: np.ndarray,
+    longitude: np.ndarray,
 ) -> Iterator[np.ndarray]:
     """Yield the physical states (B, C, H, W) float32 at leads 1..n_steps model steps after `init_times`.
 
@@ -141,12 +152,17 @@ def rollout(
     from .models import rollout_step
 
     init_times = np.asarray(init_times).astype("datetime64[ns]")
-    scale = torch.as_tensor(np.asarray(normalizer.delta_scale, dtype=np.float32))
-    z = torch.as_tensor(np.asarray(normalizer.normalize(np.asarray(x0, dtype=np.float32)), dtype=np.float32))
+    scale = np.asarray(normalizer.delta_scale, dtype=np.float32)  # [C]
+    device = next(model.parameters()).device
+    z = torch.as_tensor(
+        np.asarray(normalizer.normalize(np.asarray(x0, dtype=np.float32)), dtype=np.float32), device=device
+    )
     with torch.no_grad():
         for step in range(1, n_steps + 1):
             input_times = init_times + (step - 1) * lead_hours * HOUR
-            forcing = torch.as_tensor(np.asarray(forcing_fields(input_times, latitude, longitude), dtype=np.float32))
+            forcing = torch.as_tensor(
+                forcing_fields(input_times, latitude, longitude), dtype=torch.float32, device=device
+            )
             z = rollout_step(model, z, forcing, scale)
             yield np.asarray(normalizer.denormalize(z.detach().cpu().numpy()), dtype=np.float32)
 
@@ -160,12 +176,30 @@ def model_forecaster(model, normalizer, lead_hours: int, latitude, longitude) ->
     return forecast
 
 
-def set_deterministic() -> None:
-    """Deterministic kernels: identical reruns give identical numbers on CPU."""
+@contextmanager
+def deterministic(device: str = "cpu") -> Iterator[None]:
+    """Identical reruns give identical numbers on CPU, whatever the machine's thread count.
+
+    Deterministic kernels, and one intra-op thread on CPU: a convolution split over n threads sums in an
+    n-dependent order, which changes the last bits and, through cancellation, the 6th digit of a bias.
+    (The grouping of initial times, evaluate.batch_size, is a param, so it is fixed for a rerun.)
+    """
+    import os
+
     import torch
 
+    threads, was_deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    if device.startswith("cuda"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
+    else:
+        torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.benchmark = False
+    try:
+        yield
+    finally:  # leave the process as it was (tests call main() in-process)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(was_deterministic)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -181,7 +215,12 @@ def split_channel(name: str) -> tuple[str, int | None]:
 
 
 def to_wb2_dataset(
-    states: np.ndarray, channels: Sequence[str], init_times, lead_hours: Sequence[int], latitude, longitude,
+    states: np.ndarray,
+    channels: Sequence[str],
+    init_times,
+    lead_hours: Sequence[int],
+    latitude,
+    longitude,
     attrs: dict | None = None,
 ):
     """(time, lead, channel, lat, lon) -> xr.Dataset in WB2 forecast layout, channels un-flattened to variables."""
@@ -229,7 +268,13 @@ def write_dataset(ds, out: str | Path) -> Path:
 
         if out.exists():
             shutil.rmtree(out)
-        ds.to_zarr(out, mode="w", zarr_format=3, consolidated=False)
+        import warnings
+
+        with warnings.catch_warnings():
+            # consolidated metadata (an extension in zarr v3) lets a plain xr.open_zarr(path) open it quietly;
+            # the store stays readable without it
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+            ds.to_zarr(out, mode="w", zarr_format=3, consolidated=True)
     elif out.suffix in {".nc", ".nc4", ".netcdf"}:
         ds.to_netcdf(out)
     else:
@@ -247,23 +292,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="model steps (default: evaluate.max_lead_hours / lead)")
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     p.add_argument("--model", default="models/model.pt", help="trained model (default: models/model.pt)")
-    p.add_argument("--shards", default="data/shards", help="shard directory with the initial state (default: data/shards)")
+    p.add_argument(
+        "--shards", default="data/shards", help="shard directory with the initial state (default: data/shards)"
+    )
     p.add_argument("--stats", default="data/stats.json", help="stats, used if the model file has none")
     p.add_argument("--out", default=None, help="output .zarr or .nc (default: forecasts/forecast_<init>.zarr)")
+    p.add_argument("--device", default="cpu", help="cpu (default; bitwise reproducible) or cuda")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    with deterministic(args.device):
+        return _forecast(args)
+
+
+def _forecast(args: argparse.Namespace) -> int:
     from .config import load_params
 
-    args = _parser().parse_args(argv)
-    set_deterministic()
     params = load_params(args.params)
     try:
         init = np.datetime64(args.init, "ns")
     except ValueError:
         raise EvaluationError(f"--init {args.init!r}: not an ISO time. Fix: e.g. --init 2001-02-01T00:00.") from None
-    model, meta, normalizer = load_forecaster(args.model, args.stats)
+    model, meta, normalizer = load_forecaster(args.model, args.stats, args.device)
     lead_hours = int(meta.get("lead_hours", params.train.lead_hours))
     steps = args.steps if args.steps is not None else max(1, params.evaluate.max_lead_hours // lead_hours)
     if steps < 1:
@@ -271,19 +323,28 @@ def main(argv: list[str] | None = None) -> int:
     reader = ShardReader(args.shards)
     check_grid(meta, reader, args.model)
     x0 = reader.read(np.array([init]))
-    states = np.stack(list(rollout(model, normalizer, x0, np.array([init]), steps, lead_hours,
-                                   reader.latitude, reader.longitude)), axis=1)
+    states = np.stack(
+        list(rollout(model, normalizer, x0, np.array([init]), steps, lead_hours, reader.latitude, reader.longitude)),
+        axis=1,
+    )
     attrs = {
         "source": "forge forecast",
         "model": json.dumps(meta.get("model", {}), sort_keys=True),
         "model_step": int(meta.get("step", -1)),
         "provenance": json.dumps(meta.get("provenance", {}), sort_keys=True, default=str),
     }
-    ds = to_wb2_dataset(states, reader.channels, np.array([init]), [lead_hours * s for s in range(1, steps + 1)],
-                        reader.latitude, reader.longitude, attrs)
+    ds = to_wb2_dataset(
+        states,
+        reader.channels,
+        np.array([init]),
+        [lead_hours * s for s in range(1, steps + 1)],
+        reader.latitude,
+        reader.longitude,
+        attrs,
+    )
     stamp = str(np.datetime_as_string(init, unit="h")).replace(":", "")
     out = write_dataset(ds, args.out or f"forecasts/forecast_{stamp}.zarr")
-    print(f"forecast: {steps} steps of {lead_hours} h from {init} -> {out}")
+    print(f"forecast: {steps} steps of {lead_hours} h from {init.astype('datetime64[m]')} -> {out}")
     return 0
 
 

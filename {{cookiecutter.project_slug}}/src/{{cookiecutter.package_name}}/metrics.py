@@ -55,9 +55,7 @@ def bias_per_step(forecast: np.ndarray, truth: np.ndarray, weights: np.ndarray) 
     return spatial_mean(np.asarray(forecast, dtype=np.float64) - np.asarray(truth, dtype=np.float64), weights)
 
 
-def acc_per_step(
-    forecast: np.ndarray, truth: np.ndarray, climatology: np.ndarray, weights: np.ndarray
-) -> np.ndarray:
+def acc_per_step(forecast: np.ndarray, truth: np.ndarray, climatology: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Anomaly correlation of each field against the climatology (WB2 ACC: uncentred anomalies).
 
     A forecast with zero anomaly everywhere (the climatology forecast itself) has no defined correlation; WB2

@@ -23,7 +23,7 @@ import platform
 import shlex
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fnmatch import fnmatch
 from importlib import metadata
 from pathlib import Path
@@ -305,23 +305,27 @@ def _installed(name: str) -> str | None:
 
 
 def package_versions(root: Path | str = ".") -> dict:
-    """Key package versions, plus the lock file's hash and every installed version that differs from it
-    (an empty "mismatches" means the environment is exactly the lock; a local build tag such as
-    torch 2.13.0+cu128 for a lock's 2.13.0 is not a mismatch)."""
+    """Key package versions, plus the lock file's hash, every installed version that differs from the lock
+    ("mismatches": empty means what is installed is the lock's) and the locked packages not installed
+    ("missing": e.g. the wandb or dev extras). A local build tag (torch 2.13.0+cu128 for the lock's 2.13.0)
+    is not a mismatch."""
     versions = {name: _installed(name) for name in KEY_PACKAGES}
     lock = find_lock(root)
-    info: dict[str, Any] = {"path": None, "sha256": None, "mismatches": None}
+    info: dict[str, Any] = {"path": None, "sha256": None, "mismatches": None, "missing": None}
     if lock is not None:
-        mismatches = {}
+        mismatches, missing = {}, []
         for name, pinned in read_lock(lock).items():
             have = _installed(name)
-            if have is None or have.split("+", 1)[0] != pinned.split("+", 1)[0]:
+            if have is None:
+                missing.append(name)
+            elif have.split("+", 1)[0] != pinned.split("+", 1)[0]:
                 mismatches[name] = {"lock": pinned, "installed": have}
         try:
             shown = lock.resolve().relative_to(Path(root).resolve()).as_posix()
         except ValueError:
             shown = str(lock)
-        info = {"path": shown, "sha256": hashlib.sha256(lock.read_bytes()).hexdigest(), "mismatches": mismatches}
+        info = {"path": shown, "sha256": hashlib.sha256(lock.read_bytes()).hexdigest(), "mismatches": mismatches,
+                "missing": sorted(missing)}
     return {"packages": versions, "lock": info}
 
 
@@ -406,6 +410,7 @@ def collect(params: Any = None, command: Any = None, inputs: dict | None = None,
     inputs: {path: md5 or None} (None = hash it, see input_hashes); root: the project root (default cwd).
     """
     git = git_state(root)
+    env = package_versions(root)
     if command is None:
         command = [Path(sys.executable).name, *sys.argv]
     if not isinstance(command, str):
@@ -423,7 +428,8 @@ def collect(params: Any = None, command: Any = None, inputs: dict | None = None,
         "params_sha256": params_hash(values) if values is not None else None,
         "params": values,  # the values used, so verify can compare exactly the keys a stage declares
         "inputs": input_hashes(inputs, root),
-        "versions": package_versions(root),
+        "versions": env["packages"],  # {distribution: installed version} of the key packages
+        "lock": env["lock"],  # requirements/lock.txt: sha256 and every installed version that differs from it
         "python": platform.python_version(),
         "platform": platform.platform(),
         "hardware": hardware(),
@@ -434,7 +440,7 @@ def collect(params: Any = None, command: Any = None, inputs: dict | None = None,
         "job_id": job_id()["id"],
         "world_size": int(os.environ.get("WORLD_SIZE", 1)),
         "template": template_origin(root),
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
 

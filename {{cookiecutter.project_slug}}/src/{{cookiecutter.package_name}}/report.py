@@ -45,9 +45,10 @@ span.delta { display: block; font-size: 11px; color: #334; }
 .legend { font-size: 12px; color: #445; }
 .swatch { display: inline-block; width: 12px; height: 12px; vertical-align: middle; margin: 0 3px 0 10px; }
 img { max-width: 100%; height: auto; display: block; margin: 6px 0 14px; }
-.kv td { text-align: left; font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12px;
-         word-break: break-all; }
-.kv th { text-align: left; width: 170px; }
+.kv td { text-align: left; white-space: pre-wrap; font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace;
+         font-size: 12px; word-break: break-all; }
+.kv { width: 100%; } .kv th { text-align: left; width: 170px; }
+.overview td { font-family: inherit; font-size: 13px; word-break: normal; }
 details { margin: 8px 0; } summary { cursor: pointer; color: #1f4e9c; }
 pre { background: #f6f8fa; padding: 10px; font-size: 11px; overflow-x: auto; max-height: 420px; }
 .missing { color: #a05a00; font-style: italic; }
@@ -131,7 +132,7 @@ def curves_figure(table: dict, channel: str) -> str:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), constrained_layout=True)
-    for ax, (col, label) in zip(axes, ((1, "RMSE"), (2, "ACC"))):
+    for ax, (col, label) in zip(axes, ((1, "RMSE"), (2, "ACC")), strict=True):
         for f in FORECASTS:
             rows = [r for r in table[channel].get(f, []) if r[col] is not None]
             if not rows:
@@ -156,12 +157,20 @@ def training_figure(log: list[dict[str, str]]) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = [("loss", "training loss", True), ("lr", "learning rate", False),
-               ("grad_norm", "gradient norm", True), ("samples_per_s", "samples / s", False)]
+    columns = [
+        ("loss", "training loss", True),
+        ("lr", "learning rate", False),
+        ("grad_norm", "gradient norm", True),
+        ("samples_per_s", "samples / s", False),
+    ]
     fig, axes = plt.subplots(1, 4, figsize=(13, 2.9), constrained_layout=True)
     steps = [_float(r.get("step")) for r in log]
-    for ax, (col, label, logy) in zip(axes, columns):
-        pts = [(s, _float(r.get(col))) for s, r in zip(steps, log) if s is not None and _float(r.get(col)) is not None]
+    for ax, (col, label, logy) in zip(axes, columns, strict=True):
+        pts = [
+            (s, _float(r.get(col)))
+            for s, r in zip(steps, log, strict=True)
+            if s is not None and _float(r.get(col)) is not None
+        ]
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color="#1f4e9c", lw=1.2)
             if logy and all(p[1] > 0 for p in pts):
@@ -217,7 +226,8 @@ def scorecard(results: dict) -> str:
                     cells.append(f'<td class="{cls}">{_fmt(r)}<span class="delta">{delta}</span></td>')
             rows.append("<tr>" + "".join(cells) + "</tr>")
         parts.append(
-            f"<h3>{metric} (physical units; {'lower' if lower_better else 'higher'} is better)</h3>"
+            f"<h3>{metric} ({'physical units; lower' if lower_better else 'anomaly correlation; higher'} "
+            "is better)</h3>"
             f'<table class="scorecard" id="scorecard-{metric.lower()}"><thead><tr><th class="name" rowspan="2">'
             f"channel</th>{head1}</tr><tr>{head2}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         )
@@ -237,8 +247,9 @@ def _kv_rows(stamp: dict | None) -> dict[str, str]:
     """Flatten the interesting parts of a provenance stamp into label -> text."""
     if not stamp:
         return {}
-    versions = (stamp.get("versions") or {}).get("packages") or {}
-    lock = (stamp.get("versions") or {}).get("lock") or {}
+    versions = stamp.get("versions") or {}
+    lock = stamp.get("lock") or versions.get("lock") or {}  # older stamps nest packages and lock under versions
+    versions = versions.get("packages", versions)
     hw = stamp.get("hardware") or {}
     gpu = hw.get("gpu") or {}
     inputs = stamp.get("inputs") or {}
@@ -248,26 +259,34 @@ def _kv_rows(stamp: dict | None) -> dict[str, str]:
         "commit": str(stamp.get("commit", "–")),
         "branch": str(stamp.get("branch") or "–"),
         "dirty": {True: "YES: uncommitted code (see diff sha256)", False: "no (clean)"}.get(dirty, "unknown"),
-        "changed files": ", ".join(stamp.get("changed") or []) or "–",
+        "changed files": "\n".join(stamp.get("changed") or []) or "–",
         "diff sha256": str(stamp.get("diff_sha256") or "–"),
         "code sha256": str(stamp.get("code_sha256") or "–"),
         "params sha256": str(stamp.get("params_sha256") or "–"),
         "seed": str(stamp.get("seed")),
-        "data / inputs": "; ".join(
-            f"{k}: {v.get('md5') if isinstance(v, dict) else v}" + (f" ({v.get('from')})" if isinstance(v, dict) else "")
+        "data / inputs": "\n".join(
+            f"{k}: {v.get('md5') if isinstance(v, dict) else v}"
+            + (f" ({v.get('from')})" if isinstance(v, dict) else "")
             for k, v in sorted(inputs.items())
-        ) or "–",
-        "versions": ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if v) or "–",
+        )
+        or "–",
+        "versions": ", ".join(f"{k} {v}" for k, v in sorted(versions.items()) if isinstance(v, str)) or "–",
         "lock file": f"{lock.get('path') or '–'} sha256 {_short(lock.get('sha256'))}, "
-        f"{len(lock.get('mismatches') or {})} mismatches" if lock.get("path") else "none found",
+        f"{len(lock.get('mismatches') or {})} mismatches"
+        if lock.get("path")
+        else "none found",
         "python": str(stamp.get("python", "–")),
         "platform": str(stamp.get("platform", "–")),
-        "hardware": f"{hw.get('cpu', '–')}, {hw.get('cpu_usable', '?')}/{hw.get('cpu_count', '?')} cores"
-        + (f", {mem / 2**30:.0f} GiB" if mem else "")
-        + (f", GPU {gpu.get('count')} x {', '.join(gpu.get('names') or [])}" if gpu.get("count") else ", no GPU"),
+        "hardware": (
+            f"{hw.get('cpu', '–')}, {hw.get('cpu_usable', '?')}/{hw.get('cpu_count', '?')} cores"
+            + (f", {mem / 2**30:.0f} GiB" if mem else "")
+            + (f", GPU {gpu.get('count')} x {', '.join(gpu.get('names') or [])}" if gpu.get("count") else ", no GPU")
+        )
+        if hw
+        else "–",
         "host": str(hw.get("hostname", "–")),
-        "job": str(stamp.get("job_id") or "–") + (f" ({(stamp.get('job') or {}).get('scheduler')})"
-                                                    if (stamp.get("job") or {}).get("scheduler") else ""),
+        "job": str(stamp.get("job_id") or "–")
+        + (f" ({(stamp.get('job') or {}).get('scheduler')})" if (stamp.get("job") or {}).get("scheduler") else ""),
         "world size": str(stamp.get("world_size", "–")),
         "command": str(stamp.get("command", "–")),
         "time (UTC)": str(stamp.get("time", "–")),
@@ -308,32 +327,46 @@ def build_html(results: dict) -> str:
     banner = (
         f'<div class="banner dirty"><b>Dirty:</b> evaluated on uncommitted code at {commit} '
         f"(diff sha256 {_short(stamp.get('diff_sha256'))}). These results are not reproducible from a commit.</div>"
-        if dirty else
-        f'<div class="banner clean">Clean: code at commit <b>{commit}</b>, params sha256 '
-        f"{_short(stamp.get('params_sha256'))}.</div>" if dirty is False else
-        '<div class="banner dirty">No git commit recorded for this evaluation.</div>'
+        if dirty
+        else f'<div class="banner clean">Clean: code at commit <b>{commit}</b>, params sha256 '
+        f"{_short(stamp.get('params_sha256'))}.</div>"
+        if dirty is False
+        else '<div class="banner dirty">No git commit recorded for this evaluation.</div>'
     )
-    summary = (
-        f"Model: {html.escape(model_desc)}, trained {ev.get('model_step', '?')} steps. "
-        f"Test: {ev.get('n_inits', metrics.get('n_inits', '?'))} initial times every {ev.get('init_every_hours', '?')} h "
-        f"from {html.escape(' to '.join(ev.get('init_times', [])))} (test split {html.escape(' .. '.join(ev.get('test_split', [])))}), "
-        f"leads {ev.get('lead_hours', '?')} h to {max(ev.get('leads_hours') or [0])} h. Climatology: train split "
-        f"{html.escape(' .. '.join(ev.get('train_split', [])))}, day-of-year x hour, +-{ev.get('climatology_window_days', '?')} days."
+    span = " .. ".join
+    overview = {
+        "model": f"{model_desc}; trained {ev.get('model_step', '?')} steps",
+        "commit": f"{stamp.get('commit', 'unknown')}" + (" (dirty)" if dirty else ""),
+        "test forecasts": f"{ev.get('n_inits', metrics.get('n_inits', '?'))} initial times every "
+        f"{ev.get('init_every_hours', '?')} h, {span(ev.get('init_times', []))} "
+        f"(test split {span(ev.get('test_split', []))})",
+        "lead times": f"{ev.get('lead_hours', '?')} h steps up to {max(ev.get('leads_hours') or [0])} h",
+        "climatology": f"train split {span(ev.get('train_split', []))}, day of year x hour of day, "
+        f"+-{ev.get('climatology_window_days', '?')} days window",
+        "channels": ", ".join(ev.get("channels") or sorted(table)),
+    }
+    summary = "".join(f"<tr><th>{k}</th><td>{html.escape(str(v))}</td></tr>" for k, v in overview.items())
+    curves = "".join(
+        f"<h3>{html.escape(ch)}</h3>" + _img(curves_figure(table, ch), f"RMSE and ACC of {ch}") for ch in headline
     )
-    curves = "".join(f"<h3>{html.escape(ch)}</h3>" + _img(curves_figure(table, ch), f"RMSE and ACC of {ch}")
-                     for ch in headline)
     maps = []
     for entry in ev.get("maps", []):
         path = results["dir"] / entry["file"]
         if path.exists():
             b64 = base64.b64encode(path.read_bytes()).decode("ascii")
-            maps.append(f"<h3>{html.escape(entry['channel'])}, lead {entry['lead_hours']} h</h3>" + _img(b64, entry["file"]))
-    maps_html = "".join(maps) or '<p class="missing">No maps (results/maps/) were written.</p>'
+            maps.append(_img(b64, f"{entry['channel']}, lead {entry['lead_hours']} h ({entry['file']})"))
+    maps_html = (
+        f'<p class="sub">From the first test initial time ({html.escape(str(ev.get("map_init", "?")))}); truth and '
+        "forecast share a colour scale; the error is forecast minus truth.</p>" + "".join(maps)
+        if maps
+        else '<p class="missing">No maps (results/maps/) were written.</p>'
+    )
     log = results["train_log"]
     training = (
         _img(training_figure(log), "training curves") + f'<p class="sub">{len(log)} log rows, last step '
-        f"{html.escape(str(log[-1].get('step', '?')))}, final loss {html.escape(str(log[-1].get('loss', '?')))}.</p>"
-        if log else '<p class="missing">No results/train_log.csv: the training curve is not shown.</p>'
+        f"{html.escape(str(log[-1].get('step', '?')))}, final loss {_fmt(_float(log[-1].get('loss')))}.</p>"
+        if log
+        else '<p class="missing">No results/train_log.csv: the training curve is not shown.</p>'
     )
     title = "Forecast evaluation report"
     return f"""<!DOCTYPE html>
@@ -341,7 +374,7 @@ def build_html(results: dict) -> str:
 <title>{title}</title><style>{CSS}</style></head>
 <body><main>
 <h1>{title}</h1>
-<p class="sub">{summary}</p>
+<table class="kv overview" id="overview"><tbody>{summary}</tbody></table>
 {banner}
 <section id="scorecard"><h2>Scorecard</h2>
 <p class="sub">Scores as in WeatherBench2: latitude-weighted (cell area) spatial means per initial time, then the

@@ -7,24 +7,26 @@ Global batch = train.batch_size x train.grad_accum x processes.
     python -m <package>.train --params params.yaml --shards data/shards --stats data/stats.json \\
         --run-dir runs/train --out models/model.pt --log results/train_log.csv
 
-    # one node, G GPUs (or G CPU processes)
-    torchrun --standalone --nproc-per-node G -m <package>.train --params params.yaml ...
+    # one node, G GPUs (or G CPU processes). The `--` keeps torchrun's own parser off the train options (it
+    # would take --log for an abbreviation of its --log-dir); `<package> launch` writes these commands for you.
+    torchrun --standalone --nproc-per-node G -m <package>.train -- --params params.yaml --shards data/shards \
+        --stats data/stats.json --run-dir runs/train --out models/model.pt --log results/train_log.csv
 
     # Slurm, several nodes (in the batch script; #SBATCH --signal=B:USR1@300 --requeue)
     head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-    srun torchrun --nnodes $SLURM_NNODES --nproc-per-node G --rdzv-id $SLURM_JOB_ID \\
-        --rdzv-backend c10d --rdzv-endpoint $head:29500 -m <package>.train --params params.yaml ...
+    srun torchrun --nnodes $SLURM_NNODES --nproc-per-node G --rdzv-id $SLURM_JOB_ID \
+        --rdzv-backend c10d --rdzv-endpoint $head:29500 --signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \
+        -m <package>.train -- --params params.yaml ...
 
     # PBS, several nodes (one torchrun per node)
-    mpiexec -n NODES -ppn 1 torchrun --nnodes NODES --nproc-per-node G --rdzv-id $PBS_JOBID \\
-        --rdzv-backend c10d --rdzv-endpoint $(head -1 $PBS_NODEFILE):29500 -m <package>.train --params params.yaml ...
+    mpiexec -n NODES -ppn 1 torchrun --nnodes NODES --nproc-per-node G --rdzv-id $PBS_JOBID \
+        --rdzv-backend c10d --rdzv-endpoint $(head -1 $PBS_NODEFILE):29500 -m <package>.train -- --params params.yaml ...
 
 Preemption: SIGTERM or SIGUSR1 -> every rank finishes its optimizer step, a checkpoint is written, and the
 process exits with REQUEUE_EXIT_CODE (75, EX_TEMPFAIL) after writing <run-dir>/REQUEUE; rerunning the same command
 resumes from <run-dir>/checkpoints (newest readable checkpoint; bitwise-identical result on CPU). torchrun itself
-reports a failed worker as exit code 1 and forwards only SIGTERM/SIGINT/SIGHUP/SIGQUIT unless
-TORCHELASTIC_SIGNALS_TO_HANDLE lists SIGUSR1 too, so job scripts that launch through torchrun should test for the
-REQUEUE file (or send the signal to the workers) rather than rely on the exit code alone.
+reports a failed worker as exit code 1 and forwards SIGUSR1 only when told (--signals-to-handle above), so a job
+script that launches through torchrun tests for the REQUEUE file; `<package> launch` does that and returns 75.
 
 Fine-tuning: train.init_from = a checkpoint or models/model.pt (a DVC-tracked file: `dvc pull` it first);
 train.freeze = parameter-name prefixes to keep fixed. A checkpoint whose channels, grid or architecture differ is
@@ -41,6 +43,7 @@ import random
 import signal
 import sys
 import time
+import uuid
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Iterator
@@ -126,7 +129,13 @@ class StopFlag:
 def set_determinism(seed: int, rank: int, deterministic: bool) -> None:
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
-        torch.use_deterministic_algorithms(True)
+        if "torch._inductor.config" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
+            torch.use_deterministic_algorithms(True)
+        else:  # the same switch without also configuring the compiler, whose import costs ~4 s per process
+            torch._C._set_deterministic_algorithms(True)
+        # Determinism does not need uninitialized memory filled with NaN (a debugging aid that made the default
+        # UNet ~2x slower on CPU).
+        torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.benchmark = False
     random.seed(seed + rank)
     np.random.seed((seed + rank) % 2**32)
@@ -137,56 +146,54 @@ def set_determinism(seed: int, rank: int, deterministic: bool) -> None:
 # data
 
 
-def open_data(params: Params, shards_dir: Path, stats_path: Path, d: Dist):
+def open_data(params: Params, shards_dir: Path, stats_path: Path):
     """The training pairs plus what the saved model must remember about them (channels, grid, stats)."""
     import json
 
-    import xarray as xr
-
     from .data.forcings import FORCING_NAMES
     from .data.loader import WeatherPairs
-    from .data.stats import Normalizer
+    from .data.stats import Normalizer, shard_paths
 
-    shards = sorted(Path(shards_dir).glob("block_*.zarr"))
-    if not shards:
-        raise ForgeError(f"{shards_dir}: no block_NNNN.zarr shards. Fix: run the shard step (snakemake shards).")
     if not Path(stats_path).exists():
-        raise ForgeError(f"{stats_path}: not found. Fix: run the stats step first.")
+        raise ForgeError(f"{stats_path}: not found. Fix: run the stats step first (dvc repro / snakemake).")
     stats = json.loads(Path(stats_path).read_text())
     step_hours = int(stats["time_step_hours"])
-    if params.train.lead_hours % step_hours:
+    lead = params.train.lead_hours
+    if lead % step_hours:
         raise ForgeError(
-            f"params.yaml: train.lead_hours ({params.train.lead_hours}) is not a multiple of the data time step "
+            f"params.yaml: train.lead_hours ({lead}) is not a multiple of the data time step "
             f"({step_hours} h in {stats_path}). Fix: set train.lead_hours to a multiple of {step_hours}."
         )
-    normalizer = Normalizer.from_json(stats_path)
+    if stats.get("lead_hours") not in (None, lead):  # diff_std (hence the loss scale) is per model step
+        raise ForgeError(
+            f"{stats_path}: diff_std was computed for a {stats['lead_hours']} h step but train.lead_hours is {lead}. "
+            "Fix: recompute the stats (dvc repro) after changing train.lead_hours."
+        )
+    normalizer = Normalizer.from_dict(stats)
     dataset = WeatherPairs(
-        [str(p) for p in shards],
+        shard_paths(shards_dir),
         normalizer,
         times_range=tuple(params.data.splits.train),
-        lead_steps=params.train.lead_hours // step_hours,
+        lead_steps=lead // step_hours,
         rollout_steps=params.train.rollout_steps,
     )
-    if len(dataset) == 0:
+    if len(dataset) < params.train.batch_size:
         raise ForgeError(
-            f"no training pairs in {params.data.splits.train} with lead {params.train.lead_hours} h "
-            f"and {params.train.rollout_steps} rollout steps. Fix: widen data.splits.train or shorten the rollout."
+            f"only {len(dataset)} training pairs in {list(params.data.splits.train)} for lead {lead} h and "
+            f"{params.train.rollout_steps} rollout steps, fewer than train.batch_size ({params.train.batch_size}). "
+            "Fix: widen data.splits.train, shorten train.rollout_steps or lower train.batch_size."
         )
-    with xr.open_zarr(shards[0], consolidated=False) as ds:
-        lat = [float(v) for v in ds["latitude"].values]
-        lon = [float(v) for v in ds["longitude"].values]
     meta = {
         "model": params.model.model_dump(),
-        "channels": list(stats["channels"]),
+        "channels": list(dataset.channels),
         "forcings": list(FORCING_NAMES),
-        "latitude": lat,
-        "longitude": lon,
+        "latitude": [float(v) for v in dataset.lat],
+        "longitude": [float(v) for v in dataset.lon],
         "stats": stats,
         "time_step_hours": step_hours,
-        "lead_hours": params.train.lead_hours,
+        "lead_hours": lead,
     }
-    delta_scale = torch.as_tensor(np.asarray(normalizer.delta_scale, dtype=np.float32))
-    return dataset, meta, delta_scale
+    return dataset, meta, torch.as_tensor(normalizer.delta_scale, dtype=torch.float32)
 
 
 class BatchStream:
@@ -204,19 +211,20 @@ class BatchStream:
         from .data.loader import make_loader
 
         t = self.params.train
+        loader = make_loader(
+            self.dataset,
+            batch_size=t.batch_size,
+            seed=self.params.seed,
+            rank=self.d.rank,
+            world_size=self.d.world,
+            num_workers=t.num_workers,
+            prefetch=t.prefetch,
+            pin_memory=self.d.device.type == "cuda",
+            drop_last=True,
+        )
         while True:
-            loader = make_loader(
-                self.dataset,
-                batch_size=t.batch_size,
-                seed=self.params.seed,
-                rank=self.d.rank,
-                world_size=self.d.world,
-                num_workers=t.num_workers,
-                prefetch=t.prefetch,
-                pin_memory=self.d.device.type == "cuda",
-                epoch=self.epoch,
-                start_index=self.index,
-            )
+            # The loader counts this rank's samples; workers (persistent) survive from epoch to epoch.
+            loader.sampler.set_epoch(self.epoch, self.index * t.batch_size)
             for batch in loader:
                 self.index += 1
                 yield batch
@@ -333,7 +341,7 @@ def wrap(net: nn.Module, loss_fn: RolloutLoss, strategy: str, d: Dist) -> nn.Mod
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ids = [d.device.index] if d.device.type == "cuda" else None
-        return DDP(loss_fn, device_ids=ids, broadcast_buffers=False)
+        return DDP(loss_fn, device_ids=ids)
     return loss_fn
 
 
@@ -401,7 +409,7 @@ class Logger:
         wandb_dir.mkdir(parents=True, exist_ok=True)
         id_file = Path(run_dir) / "wandb_run_id"  # the same W&B run across requeues
         if not id_file.exists():
-            id_file.write_text(wandb.util.generate_id())
+            id_file.write_text(uuid.uuid4().hex[:12])
         return wandb.init(
             project=params.wandb.project,
             dir=str(wandb_dir),
@@ -454,7 +462,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stats", default="data/stats.json", help="normalization statistics")
     parser.add_argument("--run-dir", default="runs/train", help="checkpoints, W&B files (resumed from if present)")
     parser.add_argument("--out", default="models/model.pt", help="the trained model")
-    parser.add_argument("--log", default="results/train_log.csv", help="per-log-step metrics (CSV)")
+    parser.add_argument("--log", "--log-csv", dest="log", default="results/train_log.csv",
+                        help="per-log-step metrics (CSV); under torchrun write --log-csv (torchrun's own parser "
+                        "takes --log for an abbreviation of its --log-dir and stops)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `torchrun ... -m <package>.train -- --params ...` passes the separator through
+        argv = argv[1:]
     return parser.parse_args(argv)
 
 
@@ -477,7 +490,7 @@ def _train(args, params: Params, d: Dist, stop: StopFlag, collect) -> int:
     t = params.train
     run_dir, ckpt_dir = Path(args.run_dir), Path(args.run_dir) / "checkpoints"
     set_determinism(params.seed, d.rank, t.deterministic)
-    dataset, meta, delta_scale = open_data(params, Path(args.shards), Path(args.stats), d)
+    dataset, meta, delta_scale = open_data(params, Path(args.shards), Path(args.stats))
     provenance = collect(params=params, inputs={args.shards: None, args.stats: None}) if d.main else {}
 
     n_ch, n_f = len(meta["channels"]), len(meta["forcings"])
@@ -557,7 +570,7 @@ def _train(args, params: Params, d: Dist, stop: StopFlag, collect) -> int:
             w0 = time.perf_counter()
             batch = next(batches)
             wait += time.perf_counter() - w0
-            state, forcings, targets = (batch[k].to(d.device, non_blocking=True)
+            state, forcings, targets = (batch[k].to(d.device, non_blocking=True)  # overlaps when pinned
                                         for k in ("state", "forcings", "targets"))
             with _no_sync(model, net, t.strategy, last=micro == t.grad_accum - 1):
                 with autocast:

@@ -308,11 +308,13 @@ def check_environment(report: Report, root: Path) -> None:
     info = prov.package_versions(root)["lock"]
     if info["path"] is None:
         report.add("environment", "requirements/lock.txt", SKIP, "no lock file")
-    elif info["mismatches"]:
+        return
+    missing = f"; {len(info['missing'])} locked packages not installed (extras)" if info["missing"] else ""
+    if info["mismatches"]:
         shown = ", ".join(f"{n} {v['installed']} (lock {v['lock']})" for n, v in list(info["mismatches"].items())[:5])
-        report.add("environment", info["path"], WARN, f"{len(info['mismatches'])} differ: {shown}")
+        report.add("environment", info["path"], WARN, f"{len(info['mismatches'])} differ: {shown}{missing}")
     else:
-        report.add("environment", info["path"], PASS, "installed versions = lock")
+        report.add("environment", info["path"], PASS, f"installed versions = lock{missing}")
 
 
 def verify(root: Path | str = ".", params_path: str = "params.yaml", use_dvc: bool = True) -> Report:

@@ -10,6 +10,7 @@ rule evaluate:
         "results/metrics.json",
         "results/per_lead.csv",
         "results/provenance.json",
+        "results/evaluation.json",
         directory("results/plots"),
         directory("results/maps"),
     params:
@@ -26,6 +27,7 @@ rule report:
         "results/metrics.json",
         "results/per_lead.csv",
         "results/provenance.json",
+        "results/evaluation.json",
         "results/train_log.csv",
         "results/plots",
         "results/maps",

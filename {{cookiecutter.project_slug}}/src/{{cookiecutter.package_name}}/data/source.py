@@ -215,17 +215,20 @@ def _mean_groups(x: np.ndarray, n: int) -> np.ndarray:
     return x[:m].reshape(-1, n).mean(axis=1)
 
 
-def read_block(ds: xr.Dataset, start: int, stop: int, coarsen: int = 1) -> np.ndarray:
-    """Time steps start..stop-1 of a canonical Dataset as float32 (time, channel, lat, lon), C-contiguous."""
+def read_parts(ds: xr.Dataset, start: int, stop: int) -> list[np.ndarray]:
+    """Time steps start..stop-1, one float32 array (time, channels of the variable, lat, lon) per variable."""
     parts = []
     for v in ds.data_vars:
         a = np.asarray(ds[v].isel(time=slice(start, stop)).values)
-        if a.ndim == 3:
-            a = a[:, None]
-        parts.append(a)
-    block = np.concatenate(parts, axis=1) if len(parts) > 1 else np.ascontiguousarray(parts[0])
-    block = coarsen_array(block, coarsen)
-    return np.ascontiguousarray(block, dtype=np.float32)
+        parts.append(np.ascontiguousarray(a[:, None] if a.ndim == 3 else a, dtype=np.float32))
+    return parts
+
+
+def read_block(ds: xr.Dataset, start: int, stop: int, coarsen: int = 1) -> np.ndarray:
+    """Time steps start..stop-1 of a canonical Dataset as float32 (time, channel, lat, lon), C-contiguous."""
+    parts = read_parts(ds, start, stop)
+    block = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    return np.ascontiguousarray(coarsen_array(block, coarsen), dtype=np.float32)
 
 
 def source_path(params, source: str | None = None) -> str:
@@ -239,6 +242,9 @@ def open_canonical(params, source: str | None = None) -> xr.Dataset:
     """The canonical, lazy Dataset that params selects (before coarsening, which `read_block` applies)."""
     path = source_path(params, source)
     d = params.data
+    variables = d.variables
+    if not variables and d.source == "synthetic":  # the synthetic order (a zarr store lists variables alphabetically)
+        from .synthetic import VARIABLES as variables
     return canonicalize(
-        open_source(path), d.variables, d.levels, d.start, d.end, d.time_stride, name=f"source {path!r}"
+        open_source(path), variables, d.levels, d.start, d.end, d.time_stride, name=f"source {path!r}"
     )

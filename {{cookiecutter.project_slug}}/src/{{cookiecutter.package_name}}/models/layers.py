@@ -19,15 +19,23 @@ def pad_periodic(x: torch.Tensor, pad: int, lat_mode: str = "replicate") -> torc
 
 
 class PeriodicConv2d(nn.Conv2d):
-    """A 'same' convolution that wraps in longitude and replicates (or zero-pads) at the poles."""
+    """A 'same' convolution that wraps around in longitude; at the poles it zero-pads (default: done inside the
+    convolution, so only the longitude wrap costs a copy, which matters on CPU; inputs are normalized, so zero is
+    the climatological mean) or replicates the polar row (`lat_mode="replicate"`)."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, lat_mode: str = "replicate"):
-        super().__init__(in_channels, out_channels, kernel_size, padding=0)
-        self.pad = kernel_size // 2
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, lat_mode: str = "zeros"):
+        if lat_mode not in ("zeros", "replicate"):
+            raise ValueError(f"lat_mode must be 'zeros' or 'replicate', not {lat_mode!r}")
+        pad = kernel_size // 2
+        super().__init__(in_channels, out_channels, kernel_size, padding=(pad if lat_mode == "zeros" else 0, 0))
+        self.pad = pad
         self.lat_mode = lat_mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(pad_periodic(x, self.pad, self.lat_mode))
+        if self.lat_mode == "zeros":
+            p = self.pad  # one cat is cheaper on CPU than F.pad(mode="circular")
+            return super().forward(torch.cat([x[..., -p:], x, x[..., :p]], dim=-1) if p else x)
+        return super().forward(pad_periodic(x, self.pad, "replicate"))
 
 
 def pad_grid(x: torch.Tensor, mult_lat: int, mult_lon: int) -> tuple[torch.Tensor, tuple[int, int]]:

@@ -1,0 +1,99 @@
+"""Forecast files in WeatherBench2 layout: names, dims and a round trip through xarray (zarr v3 and netCDF)."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+CHANNELS = ["geopotential_500", "geopotential_850", "temperature_850", "2m_temperature", "mean_sea_level_pressure"]
+
+
+@pytest.fixture(scope="module")
+def fc(pkg_name):
+    return importlib.import_module(f"{pkg_name}.forecast")
+
+
+def test_split_channel(fc):
+    assert fc.split_channel("geopotential_500") == ("geopotential", 500)
+    assert fc.split_channel("u_component_of_wind_1000") == ("u_component_of_wind", 1000)
+    assert fc.split_channel("2m_temperature") == ("2m_temperature", None)
+    assert fc.split_channel("10m_u_component_of_wind") == ("10m_u_component_of_wind", None)
+
+
+def _dataset(fc):
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(2, 3, len(CHANNELS), 4, 8)).astype(np.float32)  # (init, lead, channel, lat, lon)
+    inits = np.array(["2001-02-01T00", "2001-02-02T00"], dtype="datetime64[ns]")
+    lat, lon = np.array([-67.5, -22.5, 22.5, 67.5]), np.arange(8) * 45.0
+    return states, fc.to_wb2_dataset(states, CHANNELS, inits, [6, 12, 18], lat, lon, {"source": "test"})
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".nc"])
+def test_forecast_file_round_trips_with_wb2_names_and_dims(fc, tmp_path, suffix):
+    import xarray as xr
+
+    states, ds = _dataset(fc)
+    path = fc.write_dataset(ds, tmp_path / f"forecast{suffix}")
+    back = xr.open_zarr(path, consolidated=False) if suffix == ".zarr" else xr.open_dataset(path)
+    assert set(back.data_vars) == {"geopotential", "temperature", "2m_temperature", "mean_sea_level_pressure"}
+    assert back["geopotential"].dims == ("time", "prediction_timedelta", "level", "latitude", "longitude")
+    assert back["2m_temperature"].dims == ("time", "prediction_timedelta", "latitude", "longitude")
+    assert back["level"].values.tolist() == [500, 850]
+    assert back["prediction_timedelta"].dtype.kind == "m"
+    assert (back["prediction_timedelta"].values / np.timedelta64(1, "h")).tolist() == [6, 12, 18]
+    assert back["time"].values[0] == np.datetime64("2001-02-01T00")
+    np.testing.assert_array_equal(back["geopotential"].sel(level=850).values, states[:, :, 1])
+    np.testing.assert_array_equal(back["temperature"].sel(level=850).values, states[:, :, 2])
+    assert np.isnan(back["temperature"].sel(level=500).values).all()  # not a channel: missing, not zero
+    np.testing.assert_array_equal(back["2m_temperature"].values, states[:, :, 3])
+    # valid time of WB2's convention
+    valid = back["time"] + back["prediction_timedelta"]
+    assert valid.values[1, 2] == np.datetime64("2001-02-02T18")
+    back.close()
+
+
+def test_unknown_output_format(fc, tmp_path):
+    _, ds = _dataset(fc)
+    with pytest.raises(ValueError, match=r"\.zarr or \.nc"):
+        fc.write_dataset(ds, tmp_path / "forecast.grib")
+
+
+def _eval_fixtures():
+    """The tiny shards/model builders of test_evaluate.py, loaded by path (works in any pytest import mode)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("_forge_eval_fixtures", Path(__file__).with_name("test_evaluate.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_forecast_cli_writes_a_wb2_file(pkg_name, fc, tmp_path, monkeypatch):
+    import xarray as xr
+
+    fx = _eval_fixtures()
+    monkeypatch.chdir(tmp_path)
+    shards = fx.write_shards(tmp_path, "2000-12-01", "2001-01-20T18:00")
+    files = fx.build_project(pkg_name, tmp_path, shards)
+    common = ["--params", str(files["params"]), "--model", str(files["model"]), "--shards", str(shards)]
+    assert fc.main(["--init", "2001-01-06T00:00", "--steps", "3", *common, "--out", "fc.nc"]) == 0
+    assert fc.main(["--init", "2001-01-06T00:00", "--steps", "3", *common, "--out", "fc.zarr"]) == 0
+    nc, zr = xr.open_dataset(tmp_path / "fc.nc"), xr.open_zarr(tmp_path / "fc.zarr")
+    for ds in (nc, zr):
+        assert ds["geopotential"].dims == ("time", "prediction_timedelta", "level", "latitude", "longitude")
+        assert ds["2m_temperature"].dims == ("time", "prediction_timedelta", "latitude", "longitude")
+        assert ds.sizes["prediction_timedelta"] == 3 and ds["level"].values.tolist() == [500, 850]
+        assert np.isfinite(ds["geopotential"].values).all()
+    np.testing.assert_array_equal(nc["geopotential"].values, zr["geopotential"].values)
+    # the same rollout as evaluate's: its first step equals one rollout_step of the model from the init state
+    reader = fc.ShardReader(shards)
+    model, _, norm = fc.load_forecaster(files["model"])
+    init = np.array(["2001-01-06T00:00"], dtype="datetime64[ns]")
+    first = next(fc.rollout(model, norm, reader.read(init), init, 1, 6, reader.latitude, reader.longitude))
+    np.testing.assert_array_equal(nc["2m_temperature"].values[0, 0], first[0, 2])
+    nc.close()
+    with pytest.raises(ValueError, match="no time step 2005-01-01"):
+        fc.main(["--init", "2005-01-01", "--steps", "1", *common, "--out", "x.nc"])
