@@ -36,25 +36,65 @@ def prune_sites() -> None:
             shutil.rmtree(profile)
 
 
-def template_commit() -> str | None:
-    repo = CONTEXT.get("_repo_dir", "")
-    if not repo or not (Path(repo) / ".git").exists():
+# Paths this hook creates that differ between two renders (so they can never be part of a template diff). cruft
+# re-renders the template, hooks included, to compute an update; without skipping .git the diff is binary
+# and `cruft update` fails with ChangesetUnicodeError; .dvc/config holds a per-render remote path.
+CRUFT_SKIP = [".git", ".dvc", ".cruft.json"]
+
+
+def template_dir() -> Path | None:
+    """The template folder cookiecutter rendered, absolute. Cookiecutter passes it as typed (`cookiecutter .`
+    gives "."), relative to where it was run, while this hook runs inside the new project."""
+    typed = CONTEXT.get("_repo_dir") or ""
+    if not typed:
         return None
-    found = run("git", "rev-parse", "HEAD", cwd=Path(repo), check=False)
-    return found.stdout.strip() or None if found.returncode == 0 else None
+    for base in (Path(os.environ.get("PWD", "/")), PROJECT.parent, Path.cwd()):
+        candidate = base / Path(typed).expanduser()  # an absolute `typed` ignores base
+        if (candidate / "cookiecutter.json").exists():
+            return candidate.resolve()
+    return None
+
+
+def template_url() -> str:
+    """Where cruft can clone the template from: a URL with cookiecutter's abbreviations (gh:, gl:, bb: and the
+    user's own) expanded, since cruft does not expand them; else the absolute local folder."""
+    template = CONTEXT.get("_template", "")
+    try:
+        from cookiecutter.config import get_user_config
+        from cookiecutter.repository import expand_abbreviations, is_repo_url
+
+        expanded = expand_abbreviations(template, get_user_config().get("abbreviations") or {})
+        if is_repo_url(expanded):
+            return expanded
+    except Exception:  # noqa: BLE001 - cookiecutter internals moved: keep what was typed
+        pass
+    local = template_dir()
+    return str(local) if local else template
+
+
+def template_commit() -> str | None:
+    folder = template_dir()
+    if folder is None:
+        return None
+    found = run("git", "rev-parse", "HEAD", cwd=folder, check=False)
+    return (found.stdout.strip() or None) if found.returncode == 0 else None
 
 
 def write_cruft_stamp() -> None:
-    """The same file `cruft create` writes, so `cruft update` / `cruft diff` work on any baked project."""
+    """The file `cruft create` writes (same keys and layout), so `cruft check|diff|update` work on any bake."""
+    commit = template_commit()
+    url = template_url()
     context = {k: v for k, v in CONTEXT.items() if k not in ("_output_dir", "_repo_dir", "_checkout")}
+    context.update({"_template": url, "_commit": commit})
     stamp = {
-        "template": CONTEXT.get("_template", ""),
-        "commit": template_commit(),
+        "template": url,
+        "commit": commit,
         "checkout": CONTEXT.get("_checkout"),
         "context": {"cookiecutter": context},
         "directory": None,
+        "skip": CRUFT_SKIP,
     }
-    (PROJECT / ".cruft.json").write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+    (PROJECT / ".cruft.json").write_text(json.dumps(stamp, ensure_ascii=False, indent=2, separators=(",", ": ")) + "\n")
 
 
 def dvc_remote_url() -> str:

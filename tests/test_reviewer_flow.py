@@ -41,6 +41,7 @@ def set_params(project: Path, **values: str) -> None:
     path.write_text(text)
 
 
+@pytest.mark.timeout(5400)  # the shared pipeline run (if this test comes first) plus a full `dvc repro --force`
 def test_reviewer_flow(reproduced_project, tmp_path, artifacts):
     original = reproduced_project
     reviewer = clone(original, tmp_path / "reviewer" / "my-forecast")

@@ -67,12 +67,15 @@ def running_train_job(project: Path, checkpoint: str, timeout: float = 600) -> s
 
 
 def release_when_pending(job: str, snakemake: subprocess.Popen, timeout: float = 600) -> None:
-    """Slurm holds a requeued job for ~2 minutes (BeginTime); start it as soon as it is pending again."""
+    """Slurm holds a requeued job for ~2 minutes (BeginTime); start it once it is pending again and the old run's
+    processes are gone (released earlier, the old batch script's exit status can land on the new run)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and snakemake.poll() is None:
         state = subprocess.run(["squeue", "-h", "--states=all", "-o", "%T", "-j", job], capture_output=True,
                                text=True).stdout.strip()
-        if state == "PENDING":
+        old_run = subprocess.run(["pgrep", "-f", rf"slurmstepd: \[{job}\."], capture_output=True).returncode == 0
+        if state == "PENDING" and not old_run:
+            time.sleep(2)
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
             return
         time.sleep(0.5)

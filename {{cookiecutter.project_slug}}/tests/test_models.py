@@ -110,7 +110,7 @@ def test_activation_checkpointing_same_gradients(name):
     net.zero_grad()
     net.checkpointing = True
     net(x).square().mean().backward()
-    for a, p in zip(plain, net.parameters()):
+    for a, p in zip(plain, net.parameters(), strict=True):
         assert torch.allclose(a, p.grad, atol=1e-6)
 
 

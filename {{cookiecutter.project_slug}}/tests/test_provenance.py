@@ -173,11 +173,7 @@ def test_outside_git_and_before_first_commit(tmp_path, capsys):
 
 
 def test_params_hash_is_of_the_values_used(tmp_path):
-    text = Path(__file__).resolve().parents[1].joinpath("params.yaml").read_text()
-    rendered = text.replace("{{ cookiecutter.data_source }}", "synthetic").replace(
-        "{{ cookiecutter.model }}", "unet").replace(
-        "{{ 'true' if cookiecutter.use_wandb == 'yes' else 'false' }}", "false").replace(
-        "{{ cookiecutter.project_slug }}", "proj").replace("{{ cookiecutter.package_name }}", "pkg")
+    rendered = Path(__file__).resolve().parents[1].joinpath("params.yaml").read_text()
     (tmp_path / "a.yaml").write_text(rendered)
     (tmp_path / "b.yaml").write_text(rendered.replace("lr: 2.0e-3", "lr: 0.002"))  # same value, other spelling
     (tmp_path / "c.yaml").write_text(rendered.replace("lr: 2.0e-3", "lr: 0.003"))
@@ -266,3 +262,11 @@ def test_write_provenance_round_trips(repo):
     assert "torch" in loaded["versions"] and "mismatches" in loaded["lock"]
     assert json.loads(prov.to_json(stamp))["commit"] == stamp["commit"]
     assert prov.git_state(repo)["dirty"] is False  # writing results does not dirty the tree
+
+
+def test_param_differences():
+    old = {"seed": 0, "train": {"lr": 0.001, "max_steps": 10}, "model": {"width": 8}}
+    new = {"seed": 0, "train": {"lr": 0.004, "max_steps": 10}, "model": {"width": 8}}
+    assert prov.param_differences(old, new) == [("train.lr", 0.001, 0.004)]
+    assert prov.param_differences(old, new, ["seed", "model"]) == []
+    assert prov.param_differences(old, new, ["train.lr"]) == [("train.lr", 0.001, 0.004)]

@@ -229,6 +229,22 @@ def test_corrupt_checkpoint_is_skipped_with_a_warning(tmp_path, data):
     assert [int(r["step"]) for r in read_log(tmp_path / "run" / "log.csv")] == [1, 2, 3, 4, 5, 6]
 
 
+def test_changed_params_start_fresh_instead_of_resuming(tmp_path, data, capsys):
+    """runs/train persists between `dvc exp run -S train.lr=...` runs: another run's checkpoints are set aside."""
+    params = write_params(tmp_path, data, max_steps=4)
+    assert run_main(tmp_path, data, params) == 0
+    params = write_params(tmp_path, data, max_steps=4, lr=1e-3)
+    assert run_main(tmp_path, data, params) == 0
+    err = capsys.readouterr().err
+    assert "not resuming" in err and "train.lr: 0.002 -> 0.001" in err
+    assert (tmp_path / "run" / "checkpoints.stale" / "step_00000004.pt").exists()
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert run_main(fresh, data, write_params(fresh, data, max_steps=4, lr=1e-3)) == 0
+    a, b = weights(tmp_path / "run" / "model.pt"), weights(fresh / "run" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_finetune_from_checkpoint_with_frozen_layers(tmp_path, data):
     params = write_params(tmp_path, data, max_steps=4)
     assert run_main(tmp_path, data, params) == 0
@@ -271,6 +287,7 @@ def test_finetune_mismatch_is_one_clear_error(tmp_path, data):
         ({"name": "vit"}, {"precision": "bf16", "activation_checkpointing": True, "rollout_steps": 2}),
         ({"name": "unet"}, {"rollout_steps": 3, "grad_clip": 0.0}),
         ({"name": "unet"}, {"num_workers": 1, "grad_accum": 2}),
+        ({"name": "unet"}, {"strategy": "fsdp"}),  # plain `python -m`: a 1-process group in memory
     ],
 )
 def test_model_and_precision_options_train(tmp_path, data, model, train_kw):
@@ -293,10 +310,10 @@ def test_rng_state_roundtrip_is_weights_only(tmp_path):
     import random
 
     state = checkpoint.rng_state()
-    expected = (torch.rand(3), np.random.rand(3), random.random())
+    expected = (torch.rand(3), np.random.rand(3), random.random())  # noqa: NPY002
     checkpoint.atomic_save({"rng": state}, tmp_path / "rng.pt")
     checkpoint.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
-    got = (torch.rand(3), np.random.rand(3), random.random())
+    got = (torch.rand(3), np.random.rand(3), random.random())  # noqa: NPY002
     assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
 
 

@@ -31,7 +31,9 @@ def test_ddp_two_processes_match_one_process(tmp_path, model):
     assert [float(r["loss"]) for r in la] == pytest.approx([float(r["loss"]) for r in lb], rel=1e-4)
 
 
-@pytest.mark.parametrize("model,extra", [("unet", {}), ("vit", {"precision": "bf16", "activation_checkpointing": True})])
+@pytest.mark.parametrize(
+    "model,extra", [("unet", {}), ("vit", {"precision": "bf16", "activation_checkpointing": True})]
+)
 def test_fsdp_two_processes_then_resume_in_one(tmp_path, model, extra):
     data = make_dataset(tmp_path)
     params = write_params(tmp_path, data, model={"name": model}, strategy="fsdp", max_steps=4, checkpoint_every=2,

@@ -47,7 +47,7 @@ def test_first_losses_match_golden(tmp_path):
         pytest.skip(f"wrote {GOLDEN}")
     golden = json.loads(GOLDEN.read_text())["losses"]
     assert len(losses) == len(golden)
-    bad = [(i + 1, g, x) for i, (g, x) in enumerate(zip(golden, losses))
+    bad = [(i + 1, g, x) for i, (g, x) in enumerate(zip(golden, losses, strict=True))
            if not np.isclose(x, g, rtol=RTOL, atol=ATOL)]
     assert not bad, (f"training changed: (step, golden, now) {bad[:5]}. If intended, regenerate with "
                      "FORGE_UPDATE_GOLDEN=1 pytest tests/test_train_golden.py and commit tests/golden/.")

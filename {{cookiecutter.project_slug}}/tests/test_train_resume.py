@@ -74,7 +74,7 @@ def test_interrupted_and_resumed_run_is_bitwise_identical(tmp_path):
         again = subprocess.run(train_command(tmp_path, data, params, run), cwd=tmp_path, env=env,
                                capture_output=True, text=True, timeout=300)
         assert again.returncode == 0, again.stderr[-4000:]
-        assert f"resumed from" in again.stderr and not (tmp_path / run / "REQUEUE").exists()
+        assert "resumed from" in again.stderr and not (tmp_path / run / "REQUEUE").exists()
         got = weights(tmp_path / run / "model.pt")
         for k in expected:
             assert torch.equal(got[k], expected[k]), f"{k} differs after interrupt at step {stopped} ({sig})"
@@ -100,7 +100,7 @@ def test_sigkill_during_checkpoint_write_keeps_newest_readable(tmp_path):
     script.write_text(WRITER.format(pkg=PACKAGE))
     rng = random.Random()
     kills = 0
-    for attempt in range(6):
+    for _attempt in range(6):
         proc = subprocess.Popen([sys.executable, str(script), str(ckpt_dir)], env=subprocess_env(),
                                 stdout=subprocess.PIPE, text=True)
         proc.stdout.readline()  # one checkpoint is complete; the next write is under way

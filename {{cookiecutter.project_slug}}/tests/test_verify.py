@@ -64,15 +64,8 @@ stages:
 
 
 def _params_yaml() -> str:
-    """The project's params.yaml (rendered with defaults if this is the unbaked template)."""
-    text = (Path(__file__).resolve().parents[1] / "params.yaml").read_text()
-    for jinja, value in {
-        "{{ cookiecutter.data_source }}": "synthetic", "{{ cookiecutter.model }}": "unet",
-        "{{ 'true' if cookiecutter.use_wandb == 'yes' else 'false' }}": "false",
-        "{{ cookiecutter.project_slug }}": "proj", "{{ cookiecutter.package_name }}": "pkg",
-    }.items():
-        text = text.replace(jinja, value)
-    return text
+    """The project's params.yaml."""
+    return (Path(__file__).resolve().parents[1] / "params.yaml").read_text()
 
 
 def run(cwd: Path, *cmd: str) -> str:

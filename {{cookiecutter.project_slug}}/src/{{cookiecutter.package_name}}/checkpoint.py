@@ -90,7 +90,7 @@ def load_latest(directory: Path, map_location: str | torch.device = "cpu") -> tu
 
 
 def rng_state() -> dict:
-    _, keys, pos, has_gauss, cached = np.random.get_state()
+    _, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002
     version, py_state, gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
@@ -106,7 +106,7 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"].cpu())
     np_state = state["numpy"]
-    np.random.set_state(
+    np.random.set_state(  # noqa: NPY002 - restoring the global RNG is the point
         ("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"], np_state["has_gauss"],
          np_state["cached"])
     )

@@ -180,6 +180,28 @@ def params_hash(params: Any) -> str:
     return hashlib.sha256(_canonical(params)).hexdigest()
 
 
+def param_differences(old: Any, new: Any, keys: list[str] | tuple[str, ...] = ()) -> list[tuple[str, Any, Any]]:
+    """(dotted key, old value, new value) of every leaf where two params (Params or dicts, e.g. a stamp's
+    "params") differ, restricted to the dotted `keys` if given. E.g. resume a checkpoint only when
+    param_differences(ckpt["provenance"]["params"], params, ["seed", "data", "model", "train.lr"]) is empty."""
+    old = old.model_dump(mode="json") if hasattr(old, "model_dump") else old
+    new = new.model_dump(mode="json") if hasattr(new, "model_dump") else new
+
+    def lookup(tree: Any, dotted: str) -> Any:
+        for part in dotted.split("."):
+            tree = tree.get(part) if isinstance(tree, dict) else None
+        return tree
+
+    def walk(key: str, a: Any, b: Any) -> list[tuple[str, Any, Any]]:
+        if isinstance(a, dict) and isinstance(b, dict):
+            return [d for k in sorted(set(a) | set(b)) for d in walk(f"{key}.{k}" if key else k, a.get(k), b.get(k))]
+        return [] if a == b else [(key, a, b)]
+
+    if not keys:
+        return walk("", old, new)
+    return [d for key in keys for d in walk(key, lookup(old, key), lookup(new, key))]
+
+
 def md5_file(path: Path | str, chunk: int = 1 << 20) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as fh:

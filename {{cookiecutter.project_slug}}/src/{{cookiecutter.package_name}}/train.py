@@ -20,7 +20,7 @@ Global batch = train.batch_size x train.grad_accum x processes.
 
     # PBS, several nodes (one torchrun per node)
     mpiexec -n NODES -ppn 1 torchrun --nnodes NODES --nproc-per-node G --rdzv-id $PBS_JOBID \
-        --rdzv-backend c10d --rdzv-endpoint $(head -1 $PBS_NODEFILE):29500 -m <package>.train -- --params params.yaml ...
+        --rdzv-backend c10d --rdzv-endpoint $(head -1 $PBS_NODEFILE):29500 -m <package>.train -- --params ...
 
 Preemption: SIGTERM or SIGUSR1 -> every rank finishes its optimizer step, a checkpoint is written, and the
 process exits with REQUEUE_EXIT_CODE (75, EX_TEMPFAIL) after writing <run-dir>/REQUEUE; rerunning the same command
@@ -44,14 +44,14 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import atomic_save, load_checkpoint, load_latest, rng_state, save_checkpoint, set_rng_state
@@ -138,7 +138,7 @@ def set_determinism(seed: int, rank: int, deterministic: bool) -> None:
         torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.benchmark = False
     random.seed(seed + rank)
-    np.random.seed((seed + rank) % 2**32)
+    np.random.seed((seed + rank) % 2**32)  # noqa: NPY002 - the global RNG, for any code that uses it
     torch.manual_seed(seed)  # the same on every rank: identical initial weights
 
 
@@ -271,6 +271,31 @@ def lr_lambda(t) -> Any:
     return factor
 
 
+# Params that may change between an interrupted run and its resumption (they do not change the maths, or, for
+# max_steps, deliberately extend or shorten the schedule). Any other change means "a different run": start fresh.
+RESUMABLE_CHANGES = {"train.max_steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+                     "train.num_workers", "train.prefetch", "train.allow_dirty", "train.strategy",
+                     "train.activation_checkpointing", "train.init_from", "train.freeze"}
+
+
+def resume_conflicts(saved: dict | None, params: Params) -> list[str]:
+    """'key: old -> new' for each param that differs from the checkpoint's and matters for training."""
+    if saved is None:
+        return []
+    now = params.model_dump()
+    out = []
+    for section in ("seed", "data", "model", "train"):
+        old, new = saved.get(section), now.get(section)
+        if isinstance(new, dict):
+            for key in sorted(set(old or {}) | set(new)):
+                name = f"{section}.{key}"
+                if name not in RESUMABLE_CHANGES and (old or {}).get(key) != new.get(key):
+                    out.append(f"{name}: {(old or {}).get(key)!r} -> {new.get(key)!r}")
+        elif old != new:
+            out.append(f"{section}: {old!r} -> {new!r}")
+    return out
+
+
 def resolve_init_from(spec: str) -> Path:
     path = Path(spec)
     if path.suffix == ".dvc":  # the DVC pointer file was given: use the file it tracks
@@ -297,7 +322,8 @@ def check_compatible(ckpt: dict, meta: dict, source: str) -> None:
         if key == "patch_size" and arch_now.get("name") != "vit" and arch_then.get("name") != "vit":
             continue
         if arch_then.get(key) != arch_now.get(key):
-            problems.append(f"architecture model.{key}: checkpoint {arch_then.get(key)!r} vs params {arch_now.get(key)!r}")
+            then, now = arch_then.get(key), arch_now.get(key)
+            problems.append(f"architecture model.{key}: checkpoint {then!r} vs params {now!r}")
     if problems:
         raise CheckpointMismatchError(
             f"train.init_from {source} does not match this run: " + "; ".join(problems)
@@ -498,6 +524,18 @@ def _train(args, params: Params, d: Dist, stop: StopFlag, collect) -> int:
     net.checkpointing = t.activation_checkpointing
 
     resume, resume_path = load_latest(ckpt_dir)
+    changed = resume_conflicts(resume.get("params"), params) if resume is not None else []
+    if changed:  # e.g. `dvc exp run -S train.lr=...` with runs/train persisted: these checkpoints are another run's
+        say(d, f"not resuming from {resume_path}: params changed since ({'; '.join(changed)}); starting fresh, old "
+               f"checkpoints moved to {ckpt_dir.with_name('checkpoints.stale')}")
+        resume = None
+        d.barrier()
+        if d.main:
+            import shutil
+
+            shutil.rmtree(ckpt_dir.with_name("checkpoints.stale"), ignore_errors=True)
+            ckpt_dir.rename(ckpt_dir.with_name("checkpoints.stale"))
+        d.barrier()
     if resume is None and t.init_from:  # fine-tune: weights only, the optimizer and schedule start fresh
         source = resolve_init_from(t.init_from)
         init = load_checkpoint(source)
@@ -577,6 +615,7 @@ def _train(args, params: Params, d: Dist, stop: StopFlag, collect) -> int:
                     loss = model(state, forcings, targets) / t.grad_accum
                 loss.backward()
             window["loss"] += loss.detach().float()
+        lr = optimizer.param_groups[0]["lr"]  # the rate this step used
         grad_norm = torch.nn.utils.clip_grad_norm_(trainable, clip)
         if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
             grad_norm = grad_norm.full_tensor()
@@ -595,7 +634,7 @@ def _train(args, params: Params, d: Dist, stop: StopFlag, collect) -> int:
             logger.log({
                 "step": step,
                 "loss": loss_mean,
-                "lr": scheduler.get_last_lr()[0],
+                "lr": lr,
                 "grad_norm": window["grad_norm"],
                 "samples_per_s": global_batch * window["steps"] / max(window["time"], 1e-9),
                 "data_wait": window["wait"] / max(window["time"], 1e-9),

@@ -39,16 +39,21 @@ def cos_zenith(times: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarra
     phi = np.deg2rad(np.asarray(lat, dtype=np.float64))[None, :, None]
     dec = solar_declination(times)[:, None, None]
     h = hour_angle(times, lon)[:, None, :]
-    return np.sin(phi) * np.sin(dec) + np.cos(phi) * np.cos(dec) * np.cos(h)
+    # sin(phi) sin(dec) + cos(phi) cos(dec) cos(h), evaluated in place (one (T, H, W) temporary, not four)
+    out = np.multiply(np.cos(phi) * np.cos(dec), np.cos(h))
+    return np.add(np.sin(phi) * np.sin(dec), out, out=out)
 
 
-def forcing_fields(times: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
-    """Forcings at `times` on the (lat, lon) grid: float32 array (T, F, H, W) in the order of FORCING_NAMES."""
+def forcing_fields(times: np.ndarray, lat: np.ndarray, lon: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Forcings at `times` on the (lat, lon) grid: float32 array (T, F, H, W) in the order of FORCING_NAMES
+    (written into `out` when given, e.g. a batch buffer)."""
     times = np.atleast_1d(np.asarray(times, dtype="datetime64[ns]"))
     lat = np.asarray(lat, dtype=np.float64)
     lon = np.asarray(lon, dtype=np.float64)
-    out = np.empty((len(times), len(FORCING_NAMES), len(lat), len(lon)), dtype=np.float32)
-    out[:, 0] = np.clip(cos_zenith(times, lat, lon), 0.0, None)
+    if out is None:
+        out = np.empty((len(times), len(FORCING_NAMES), len(lat), len(lon)), dtype=np.float32)
+    cz = cos_zenith(times, lat, lon)
+    out[:, 0] = np.clip(cz, 0.0, None, out=cz)
     out[:, 1] = np.sin(np.deg2rad(lat))[:, None]
     out[:, 2] = np.cos(np.deg2rad(lat))[:, None]
     return out

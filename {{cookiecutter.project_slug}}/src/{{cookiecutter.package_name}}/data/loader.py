@@ -128,7 +128,7 @@ class WeatherPairs(torch.utils.data.Dataset):
         self._read_normalized(g, state)
         for j in range(r):
             self._read_normalized(g + (j + 1) * k, targets[j])
-        forcings[...] = forcing_fields(self.times[[g + j * k for j in range(r)]], self.lat, self.lon)
+        forcing_fields(self.times[[g + j * k for j in range(r)]], self.lat, self.lon, out=forcings)
         return int(self.times[g])
 
     def _alloc(self, shape: tuple[int, ...]) -> torch.Tensor:

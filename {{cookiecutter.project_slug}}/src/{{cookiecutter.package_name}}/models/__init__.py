@@ -6,13 +6,15 @@ A model maps cat(z_t, forcings_t) [B, C+F, lat, lon] to the unit-variance normal
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from .layers import ModelError
 from .unet import UNet
 from .vit import ViT
 
@@ -33,7 +35,8 @@ def register(name: str, constructor: Callable[..., nn.Module]) -> None:
 def build_model(cfg: Any, in_channels: int, out_channels: int, nlat: int, nlon: int) -> nn.Module:
     """Build `cfg.name` (a ModelConfig, or anything with its attributes) for this many channels and this grid."""
     if cfg.name not in REGISTRY:
-        raise ValueError(f"model.name {cfg.name!r} is not a registered model; choose one of {sorted(REGISTRY)}")
+        raise ModelError(f"params.yaml: model.name {cfg.name!r} is not a registered model. Fix: use one of "
+                         f"{sorted(REGISTRY)}.")
     return REGISTRY[cfg.name](cfg, in_channels, out_channels, nlat, nlon)
 
 
@@ -80,4 +83,5 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     return model.to(map_location).eval(), meta
 
 
-__all__ = ["REGISTRY", "register", "build_model", "rollout_step", "model_from_meta", "save_model", "load_model"]
+__all__ = ["ModelError", "REGISTRY", "register", "build_model", "rollout_step", "model_from_meta", "save_model",
+           "load_model"]

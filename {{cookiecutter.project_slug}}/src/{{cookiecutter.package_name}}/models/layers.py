@@ -7,6 +7,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..config import ForgeError
+
+
+class ModelError(ForgeError, ValueError):
+    """The model section of params.yaml does not fit the data (grid, name); the message says what to change."""
+
 
 def pad_periodic(x: torch.Tensor, pad: int, lat_mode: str = "replicate") -> torch.Tensor:
     """Pad [B, C, lat, lon]: wrap around in longitude (the globe is periodic), `lat_mode` at the poles."""
@@ -50,10 +56,12 @@ def pad_grid(x: torch.Tensor, mult_lat: int, mult_lon: int) -> tuple[torch.Tenso
 
 
 def crop_grid(x: torch.Tensor, size: tuple[int, int], mult_lat: int) -> torch.Tensor:
+    """Undo pad_grid. Returns a new tensor, not a view (FSDP warns about views returned from a sharded module)."""
     nlat, nlon = size
-    plat = -nlat % mult_lat
-    top = plat // 2
-    return x[..., top : top + nlat, :nlon]
+    if tuple(x.shape[-2:]) == (nlat, nlon):
+        return x
+    top = (-nlat % mult_lat) // 2
+    return x[..., top : top + nlat, :nlon].clone()
 
 
 def maybe_checkpoint(module: nn.Module, x: torch.Tensor, enabled: bool) -> torch.Tensor:
