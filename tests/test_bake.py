@@ -83,8 +83,8 @@ def test_bake_renders_completely(combo, matrix_bakes):
     # git and DVC are ready: one clean commit, a default remote that exists.
     assert sh("git", "status", "--porcelain", cwd=project).stdout == ""
     assert sh("git", "log", "--oneline", cwd=project).stdout.count("\n") == 1
-    remote = sh("dvc", "remote", "list", cwd=project).stdout.split()
-    assert remote[0] == "storage" and Path(remote[1]).is_dir()
+    assert sh("dvc", "config", "core.remote", cwd=project).stdout.strip() == "storage"
+    assert Path(sh("dvc", "config", "remote.storage.url", cwd=project).stdout.strip()).is_dir()
     assert json.loads((project / ".cruft.json").read_text())["context"]["cookiecutter"]["site"] == combo["site"]
 
 

@@ -59,7 +59,7 @@ class SplitsConfig(Section):
     @model_validator(mode="after")
     def _disjoint(self) -> SplitsConfig:
         ranges = sorted((tuple(map(_parse_time, r)), name) for name, r in self.ranges().items())
-        for (a, name_a), (b, name_b) in zip(ranges, ranges[1:]):
+        for (a, name_a), (b, name_b) in zip(ranges, ranges[1:], strict=False):
             if b[0] <= a[1]:
                 raise ValueError(
                     f"@data.splits: splits '{name_a}' and '{name_b}' overlap; make each start after the other ends"
