@@ -54,6 +54,9 @@ def pytest_with_count(session: nox.Session, *args: str, env: dict | None = None)
     ran = sum(int(s.get("tests", 0)) for s in suites)
     skipped = sum(int(s.get("skipped", 0)) for s in suites)
     session.log(f"pytest ran {ran} tests, skipped {skipped}")
+    for artifact in sorted(ARTIFACTS.rglob("*")) if ARTIFACTS.exists() else []:
+        if artifact.is_file():
+            session.log(f"artifact: {artifact}")
     if ran == 0:
         session.error("pytest ran no test")
     if skipped and os.environ.get("FORGE_ALLOW_SKIPS") != "1":

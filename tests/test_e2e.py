@@ -93,9 +93,11 @@ def test_params_change_reruns_only_what_reads_it(reproduced_project, tmp_path):
     params = copy / "params.yaml"
     original = params.read_text()
 
+    # (A dry run cannot know that a rerun train stage will change the model, so it lists evaluate as unchanged;
+    # the real experiment below shows evaluate rerunning.)
     params.write_text(original.replace("lr: 2.0e-3", "lr: 1.0e-3"))
     planned = sh("dvc", "repro", "--dry", cwd=copy).stdout
-    assert "Running stage 'train'" in planned and "Running stage 'evaluate'" in planned, planned
+    assert "Running stage 'train'" in planned, planned
     assert "Running stage 'shards'" not in planned and "Running stage 'stats'" not in planned, planned
 
     params.write_text(original.replace("climatology_window_days: 15", "climatology_window_days: 10"))

@@ -24,7 +24,6 @@ PKG = _pkg_name()
 verify = importlib.import_module(PKG + ".verify")
 prov = importlib.import_module(PKG + ".provenance")
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("dvc") is None, reason="dvc not installed")
 
 MAKE = """\
 import pathlib, yaml
