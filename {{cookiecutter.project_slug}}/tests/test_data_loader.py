@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import PACKAGE
 
-PACKAGE = os.environ.get("FORGE_PKG") or next(
-    p.parent.name for p in sorted((Path(__file__).resolve().parents[1] / "src").glob("*/cli.py"))
-)
 source = importlib.import_module(f"{PACKAGE}.data.source")
 shard = importlib.import_module(f"{PACKAGE}.data.shard")
 stats = importlib.import_module(f"{PACKAGE}.data.stats")

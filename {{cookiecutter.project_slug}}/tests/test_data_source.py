@@ -4,16 +4,13 @@ delete nothing; coarsening and Pa -> hPa work; the block plan is cheap and compl
 from __future__ import annotations
 
 import importlib
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
+from conftest import PACKAGE
 
-PACKAGE = os.environ.get("FORGE_PKG") or next(
-    p.parent.name for p in sorted((Path(__file__).resolve().parents[1] / "src").glob("*/cli.py"))
-)
 source = importlib.import_module(f"{PACKAGE}.data.source")
 shard = importlib.import_module(f"{PACKAGE}.data.shard")
 config = importlib.import_module(f"{PACKAGE}.config")

@@ -4,15 +4,11 @@ and the forcings."""
 from __future__ import annotations
 
 import importlib
-import os
-from pathlib import Path
 
 import numpy as np
 import xarray as xr
+from conftest import PACKAGE
 
-PACKAGE = os.environ.get("FORGE_PKG") or next(
-    p.parent.name for p in sorted((Path(__file__).resolve().parents[1] / "src").glob("*/cli.py"))
-)
 synthetic = importlib.import_module(f"{PACKAGE}.data.synthetic")
 forcings = importlib.import_module(f"{PACKAGE}.data.forcings")
 source = importlib.import_module(f"{PACKAGE}.data.source")

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import importlib
-import os
 from types import SimpleNamespace
 
 import pytest
 import torch
-
-try:
-    from conftest import PACKAGE
-except ImportError:  # pragma: no cover - conftest is always there in a generated project
-    PACKAGE = os.environ.get("FORGE_PKG", "my_forecast")
+from conftest import PACKAGE
 
 models = importlib.import_module(f"{PACKAGE}.models")
 layers = importlib.import_module(f"{PACKAGE}.models.layers")

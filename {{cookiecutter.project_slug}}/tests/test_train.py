@@ -18,11 +18,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
-try:
-    from conftest import PACKAGE
-except ImportError:  # pragma: no cover
-    PACKAGE = os.environ.get("FORGE_PKG", "my_forecast")
+from conftest import PACKAGE
 
 train = importlib.import_module(f"{PACKAGE}.train")
 checkpoint = importlib.import_module(f"{PACKAGE}.checkpoint")
