@@ -12,7 +12,8 @@ Global batch = train.batch_size x train.grad_accum x processes.
     torchrun --standalone --nproc-per-node G -m <package>.train -- --params params.yaml --shards data/shards \
         --stats data/stats.json --run-dir runs/train --out models/model.pt --log results/train_log.csv
 
-    # Slurm, several nodes (in the batch script; #SBATCH --signal=B:USR1@300 --requeue)
+    # Slurm, several nodes (in the batch script; #SBATCH --signal=USR1@300 --requeue: USR1 to the job steps, not
+    # B:USR1, which signals only the batch shell)
     head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
     srun torchrun --nnodes $SLURM_NNODES --nproc-per-node G --rdzv-id $SLURM_JOB_ID \
         --rdzv-backend c10d --rdzv-endpoint $head:29500 --signals-to-handle SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1 \
