@@ -42,7 +42,7 @@ def install_project(session: nox.Session, project: Path, editable: bool = True) 
     """The project's dependencies at the exact versions of its lock file, then the project itself."""
     lock = project / "requirements" / "lock.txt"
     constraint = ["-c", str(lock)] if lock.exists() else []
-    session.install(*constraint, *(["-e"] if editable else []), f"{project}[dev]")
+    session.install(*constraint, *(["-e"] if editable else []), f"{project}[dev,wandb]")
 
 
 def pytest_with_count(session: nox.Session, *args: str, env: dict | None = None) -> None:

@@ -429,7 +429,13 @@ class Logger:
 
     @staticmethod
     def _start_wandb(params: Params, run_dir: Path, provenance: dict):
-        import wandb  # lazily: only runs that log to W&B pay for the import
+        try:
+            import wandb  # lazily: only runs that log to W&B pay for the import
+        except ImportError:
+            raise ForgeError(
+                "params.yaml: wandb.enabled is true but the wandb package is not installed. "
+                "Fix: pip install -e '.[wandb]', or set wandb.enabled: false."
+            ) from None
 
         os.environ.setdefault("WANDB_MODE", params.wandb.mode)  # WANDB_MODE from the environment wins
         wandb_dir = Path(run_dir) / "wandb"
