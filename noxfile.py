@@ -77,10 +77,11 @@ def demo(session: nox.Session) -> None:
     project = out_dir / "my-forecast"
     lock = project / "requirements" / "lock.txt"
     session.run(py, "-m", "pip", "install", "-q", *(["-c", str(lock)] if lock.exists() else []), "-e", str(project))
-    bin_path = f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"
+    bin_path = f"{venv / 'bin'}{os.pathsep}{os.environ['PATH']}"  # the stages call snakemake from the demo venv
+    dvc = str(venv / "bin" / "dvc")
     session.chdir(project)
-    session.run("dvc", "repro", env={**ENV, "PATH": bin_path})
-    session.run("dvc", "metrics", "show", "--md", env={**ENV, "PATH": bin_path})
+    session.run(dvc, "repro", env={**ENV, "PATH": bin_path})
+    session.run(dvc, "metrics", "show", "--md", env={**ENV, "PATH": bin_path})
     summary = json.loads((project / "results" / "metrics.json").read_text())
     session.log(f"metrics: {json.dumps(summary)[:2000]}")
     session.log(f"report: {project / 'results' / 'report.html'}   activate: source {venv}/bin/activate")
