@@ -29,7 +29,9 @@ BAD_ANSWERS = [
 ]
 
 
-@pytest.mark.parametrize("answers,question,words", BAD_ANSWERS, ids=[f"{q}:{list(a.values())[-1]}" for a, q, _ in BAD_ANSWERS])
+@pytest.mark.parametrize(
+    "answers,question,words", BAD_ANSWERS, ids=[f"{q}:{list(a.values())[-1]}" for a, q, _ in BAD_ANSWERS]
+)
 def test_bad_cookiecutter_answer(tmp_path, answers, question, words):
     keep = tmp_path / "earlier-work.txt"
     keep.write_text("produced before the failed bake")

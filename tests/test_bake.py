@@ -14,11 +14,10 @@ import pytest
 import yaml
 from conftest import BIN, TEMPLATE, bake, project_env, sh
 
-CHOICES = {
-    k: v for k, v in json.loads((TEMPLATE / "cookiecutter.json").read_text()).items() if isinstance(v, list) and k[0] != "_"
-}
+QUESTIONS = json.loads((TEMPLATE / "cookiecutter.json").read_text())
+CHOICES = {k: v for k, v in QUESTIONS.items() if isinstance(v, list) and not k.startswith("_")}
 assert set(CHOICES) == {"license", "model", "site", "use_wandb"}, f"update the bake matrix for {sorted(CHOICES)}"
-MATRIX = [dict(zip(CHOICES, values)) for values in itertools.product(*CHOICES.values())]
+MATRIX = [dict(zip(CHOICES, values, strict=True)) for values in itertools.product(*CHOICES.values())]
 ACCOUNT = {"derecho": "UABC0001", "casper": "UABC0001"}
 # Template syntax left over: any Jinja tag or a cookiecutter variable. Python files are copied without rendering, so
 # there `{{` is an f-string brace; GitHub Actions' own `${{ ... }}` expressions are not Jinja either.

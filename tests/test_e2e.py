@@ -84,7 +84,8 @@ def test_clone_and_pull_restore_every_out(reproduced_project, tmp_path):
     assert {"data/shards", "data/stats.json", "models/model.pt", "results/metrics.json"} <= set(outs)
     for path in outs:
         assert (copy / path).exists(), path
-    assert (copy / "results" / "metrics.json").read_bytes() == (reproduced_project / "results/metrics.json").read_bytes()
+    metrics = "results/metrics.json"
+    assert (copy / metrics).read_bytes() == (reproduced_project / metrics).read_bytes()
 
 
 def test_params_change_reruns_only_what_reads_it(reproduced_project, tmp_path):
