@@ -11,7 +11,7 @@ set -euo pipefail
 ACCT=${SLURM_ACCOUNTING:-0}
 STARTED=${SLURM_STARTED:-/run/forge-slurm.started}
 NODE=$(hostname -s)
-NCPU=$(nproc)
+NCPU=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)  # GNU nproc honors OMP_NUM_THREADS, which the tests set to 1
 MEM=$(awk '/MemTotal/{print int($2/1024*0.9)}' /proc/meminfo)   # MiB, below what slurmd -C reports
 LOG=/var/log/slurm
 export DEBIAN_FRONTEND=noninteractive
