@@ -263,19 +263,15 @@ def build_project(pkg_name: str, root: Path, shards: Path) -> dict[str, Path]:
     }
 
 
+def evaluate_argv(files: dict, shards) -> list[str]:
+    return ["--params", str(files["params"]), "--model", str(files["model"]), "--shards", str(shards),
+            "--stats", str(files["stats"])]  # fmt: skip
+
+
 def test_evaluate_cli_end_to_end(pkg_name, mods, shards, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # provenance looks at the working directory (not a git repo here)
     files = build_project(pkg_name, tmp_path, shards)
-    argv = [
-        "--params",
-        str(files["params"]),
-        "--model",
-        str(files["model"]),
-        "--shards",
-        str(shards),
-        "--stats",
-        str(files["stats"]),
-    ]
+    argv = evaluate_argv(files, shards)
     assert mods["evaluate"].main([*argv, "--out", "results"]) == 0
     out = tmp_path / "results"
     result = json.loads((out / "metrics.json").read_text())
@@ -311,17 +307,4 @@ def test_evaluate_rejects_unknown_headline(pkg_name, mods, shards, tmp_path, mon
         files["params"].read_text().replace("headline: [geopotential_500,", "headline: [geopotential_300,")
     )
     with pytest.raises(ValueError, match=r"evaluate.headline.*geopotential_300.*Fix"):
-        mods["evaluate"].main(
-            [
-                "--params",
-                str(files["params"]),
-                "--model",
-                str(files["model"]),
-                "--shards",
-                str(shards),
-                "--stats",
-                str(files["stats"]),
-                "--out",
-                "results",
-            ]
-        )
+        mods["evaluate"].main([*evaluate_argv(files, shards), "--out", "results"])
