@@ -45,6 +45,14 @@ def install_project(session: nox.Session, project: Path, editable: bool = True) 
     session.install(*constraint, *(["-e"] if editable else []), f"{project}[dev,wandb]")
 
 
+def install_test_deps(session: nox.Session) -> None:
+    """The template's tools and a default bake's dependencies; each test then installs its own bake."""
+    install_template_tools(session)
+    deps = Path(tempfile.mkdtemp(prefix="forge-deps-"))
+    install_project(session, bake_default(session, deps), editable=False)
+    session.run("pip", "uninstall", "-y", "-q", "my-forecast")
+
+
 def pytest_with_count(session: nox.Session, *args: str, env: dict | None = None) -> None:
     """pytest, failing when it ran no test or skipped one (a skipped test is not a passing test)."""
     report = Path(tempfile.mkdtemp()) / "junit.xml"
@@ -97,11 +105,8 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole suite (no cluster): about 20 minutes on 2 cores. Pass pytest options after --."""
-    install_template_tools(session)
-    deps = Path(tempfile.mkdtemp(prefix="forge-deps-"))
-    install_project(session, bake_default(session, deps), editable=False)
-    session.run("pip", "uninstall", "-y", "-q", "my-forecast")  # deps only; each test installs its own bake
+    """The whole suite (no cluster): about 40 minutes on 2 cores. Pass pytest options after --."""
+    install_test_deps(session)
     ARTIFACTS.mkdir(exist_ok=True)
     pytest_with_count(session, "-m", "not slurm", *session.posargs)
 
@@ -109,10 +114,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def slurm(session: nox.Session) -> None:
     """The cluster tests against a real single-node Slurm (started and stopped by the tests)."""
-    install_template_tools(session)
-    deps = Path(tempfile.mkdtemp(prefix="forge-deps-"))
-    install_project(session, bake_default(session, deps), editable=False)
-    session.run("pip", "uninstall", "-y", "-q", "my-forecast")
+    install_test_deps(session)
     pytest_with_count(session, "-m", "slurm", *session.posargs)
 
 
