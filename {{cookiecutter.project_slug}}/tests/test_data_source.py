@@ -14,7 +14,7 @@ from conftest import PACKAGE
 source = importlib.import_module(f"{PACKAGE}.data.source")
 shard = importlib.import_module(f"{PACKAGE}.data.shard")
 config = importlib.import_module(f"{PACKAGE}.config")
-DataError = importlib.import_module(f"{PACKAGE}.data").DataError
+DataError = importlib.import_module(f"{PACKAGE}.errors").DataError
 
 START = np.datetime64("2000-01-01T00:00", "ns")
 STEP = np.timedelta64(6, "h")

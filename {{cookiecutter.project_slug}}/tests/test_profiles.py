@@ -47,19 +47,19 @@ def test_install_refuses_to_replace_another_projects_profile(profiles, project_r
     other.mkdir(parents=True)
     (tmp_path / "dest").mkdir()
     (tmp_path / "dest" / name).symlink_to(other)
-    with pytest.raises(pkg.config.ForgeError, match="one project's profile only"):
+    with pytest.raises(pkg.errors.ForgeError, match="one project's profile only"):
         profiles.install(name, project_root, tmp_path / "dest")
     assert profiles.install(name, project_root, tmp_path / "dest", force=True).resolve() != other
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / name).mkdir()  # the user's own profile folder: never touched, even with --force
-    with pytest.raises(pkg.config.ForgeError, match="not a link made by this command"):
+    with pytest.raises(pkg.errors.ForgeError, match="not a link made by this command"):
         profiles.install(name, project_root, tmp_path / "mine", force=True)
 
 
 def test_unknown_profile_names_the_ones_there(profiles, project_root, tmp_path, pkg):
-    with pytest.raises(pkg.config.ForgeError, match="not in .*profiles"):
+    with pytest.raises(pkg.errors.ForgeError, match="not in .*profiles"):
         profiles.install("lsf", project_root, tmp_path)
-    with pytest.raises(pkg.config.ForgeError):
+    with pytest.raises(pkg.errors.ForgeError):
         profiles.install("default", project_root, tmp_path)  # the workflow profile applies by itself
 
 

@@ -21,6 +21,7 @@ import yaml
 from conftest import PACKAGE
 
 train = importlib.import_module(f"{PACKAGE}.train")
+errors = importlib.import_module(f"{PACKAGE}.errors")
 checkpoint = importlib.import_module(f"{PACKAGE}.checkpoint")
 models = importlib.import_module(f"{PACKAGE}.models")
 config = importlib.import_module(f"{PACKAGE}.config")
@@ -271,7 +272,7 @@ def test_finetune_mismatch_is_one_clear_error(tmp_path, data):
     assert "channels" in str(err.value) and "grid latitude" in str(err.value) and "Fix:" in str(err.value)
     # missing file
     params = write_params(tmp_path, data, max_steps=2, init_from=str(tmp_path / "nope.pt"))
-    with pytest.raises(config.ForgeError, match="init_from .*nope.pt"):
+    with pytest.raises(errors.ForgeError, match="init_from .*nope.pt"):
         run_main(tmp_path, data, params, run="missing")
 
 
@@ -332,7 +333,7 @@ def test_wandb_enabled_without_the_package_is_one_clear_error(tmp_path, data, mo
     raw = yaml.safe_load(params.read_text())
     raw["wandb"] = {"enabled": True, "project": "test"}
     params.write_text(yaml.safe_dump(raw))
-    with pytest.raises(config.ForgeError, match=r"wandb.enabled is true .* Fix: pip install"):
+    with pytest.raises(errors.ForgeError, match=r"wandb.enabled is true .* Fix: pip install"):
         run_main(tmp_path, data, params)
 
 

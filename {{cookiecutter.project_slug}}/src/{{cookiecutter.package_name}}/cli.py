@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from .config import ForgeError
+from .errors import USER_ERROR_EXIT_CODE, ForgeError
 
 # subcommand -> (module relative to this package, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.main(rest) or 0)
     except ForgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return USER_ERROR_EXIT_CODE
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from .forecast import EvaluationError, ShardReader
+from .errors import EvaluationError
+from .forecast import ShardReader
 
 DAYS = 366
 

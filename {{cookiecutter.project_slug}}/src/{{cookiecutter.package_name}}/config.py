@@ -14,15 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .errors import ParamsError
+
 DEFAULT_PARAMS = Path("params.yaml")
-
-
-class ForgeError(Exception):
-    """A problem the user can fix (bad input, missing file): the CLI prints its message without a traceback."""
-
-
-class ParamsError(ForgeError, ValueError):
-    """A params.yaml problem, with a message meant for the person who edits the file."""
 
 
 class Section(BaseModel):

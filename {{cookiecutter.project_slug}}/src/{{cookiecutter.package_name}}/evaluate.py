@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from .forecast import HOUR, EvaluationError, ShardReader
+from .errors import EvaluationError
+from .forecast import HOUR, ShardReader
 
 FORECASTS = ("model", "persistence", "climatology")
 SCORES = ("rmse", "acc", "bias")

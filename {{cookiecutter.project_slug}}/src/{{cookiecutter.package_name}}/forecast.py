@@ -18,13 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ForgeError
+from .errors import EvaluationError
 
 HOUR = np.timedelta64(1, "h")
-
-
-class EvaluationError(ForgeError, ValueError):
-    """A problem with the inputs of forecast / evaluate / report: the message names the file or key and the fix."""
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -32,9 +32,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ForgeError
+from .errors import REQUEUE_EXIT_CODE, ForgeError
 
-REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL; must equal train.REQUEUE_EXIT_CODE (tests/test_launch.py checks)
 DEFAULT_PORT = 29500  # rendezvous port base; inside a job the job id is added so jobs sharing a node differ
 # torchrun forwards these to the workers and waits for them (default list lacks SIGUSR1, Slurm's warning signal)
 FORWARDED_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"

@@ -18,7 +18,7 @@ import argparse
 import os
 from pathlib import Path
 
-from .config import ForgeError
+from .errors import ForgeError
 
 WORKFLOW_PROFILE = "default"  # applied automatically; installing it as a global profile would be wrong
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from .config import ForgeError
+from .errors import DirtyCodeError
 
 SCHEMA = 1
 UNKNOWN = "unknown"
@@ -43,10 +43,6 @@ KEY_PACKAGES = ("torch", "numpy", "xarray", "zarr", "dask", "pydantic", "dvc", "
 LOCK_FILES = ("requirements/lock.txt",)
 # Inputs larger than this are not re-hashed by collect(); their dvc.lock entry is used instead.
 HASH_LIMIT_BYTES = int(os.environ.get("FORGE_HASH_LIMIT_BYTES", 4 * 1024**3))
-
-
-class DirtyCodeError(ForgeError, RuntimeError):
-    """Tracked code differs from the commit and allow_dirty is false (the CLI prints it as one error line)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------

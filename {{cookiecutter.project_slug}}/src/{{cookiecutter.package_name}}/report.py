@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .forecast import EvaluationError
+from .errors import EvaluationError
 
 FORECASTS = ("model", "persistence", "climatology")
 STYLE = {"model": ("#1f4e9c", "-"), "persistence": ("#c0392b", "--"), "climatology": ("#7f8c8d", ":")}

@@ -56,15 +56,11 @@ import torch.distributed as dist
 from torch import nn
 
 from .checkpoint import atomic_save, load_checkpoint, load_latest, rng_state, save_checkpoint, set_rng_state
-from .config import ForgeError, Params, load_params
+from .config import Params, load_params
+from .errors import REQUEUE_EXIT_CODE, CheckpointMismatchError, ForgeError
 from .models import build_model, rollout_step
 
-REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL: "interrupted, checkpointed, run me again"; cluster profiles requeue on it
 LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "samples_per_s", "data_wait")
-
-
-class CheckpointMismatchError(ForgeError, ValueError):
-    """train.init_from points at a checkpoint made for other channels, another grid or another architecture."""
 
 
 # ----------------------------------------------------------------------------------------------------------------

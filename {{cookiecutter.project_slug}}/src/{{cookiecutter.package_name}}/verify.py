@@ -26,7 +26,8 @@ from typing import Any
 import yaml
 
 from . import provenance as prov
-from .config import ParamsError, load_params
+from .config import load_params
+from .errors import ParamsError
 
 PASS, FAIL, WARN, SKIP = "PASS", "FAIL", "WARN", "SKIP"
 STAMPS_REQUIRED = ("results/provenance.json",)

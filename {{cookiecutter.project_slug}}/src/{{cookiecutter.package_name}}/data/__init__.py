@@ -12,12 +12,6 @@ Nothing here imports torch except loader.py, so the data steps stay light.
 
 import warnings
 
-from ..config import ForgeError
-
 # Snakemake marks each directory() output (our shard stores) with an empty `.snakemake_timestamp` file, which
 # zarr-python then reports on every open; it is not part of the store and harmless.
 warnings.filterwarnings("ignore", message=r"Object at \.snakemake_timestamp is not recognized")
-
-
-class DataError(ForgeError, ValueError):
-    """A problem with the input data (missing variable/level/time, NaN, bad layout), with the fix in the message."""

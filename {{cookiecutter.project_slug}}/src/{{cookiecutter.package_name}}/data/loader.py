@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from . import DataError
+from ..errors import DataError
 from .forcings import FORCING_NAMES, forcing_fields
 from .shard import raw_chunk_files
 from .stats import Normalizer, shard_paths

@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 from ..config import Params, load_params, validate_params
-from . import DataError
+from ..errors import DataError
 from .source import channel_names, grid, open_canonical, read_block, read_parts, source_path
 
 READ_BYTES = 256 * 2**20  # bytes of source read per step of the copy loop (bounds memory whatever the block size)

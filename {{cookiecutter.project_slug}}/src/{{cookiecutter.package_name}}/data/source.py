@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import DataError
+from ..errors import DataError
 
 ALIASES = {  # canonical name -> names seen in the wild
     "latitude": ("latitude", "lat", "nav_lat"),

@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from ..config import Params, load_params
-from . import DataError
+from ..errors import DataError
 
 
 def shard_paths(shards: str | Path | Sequence[str | Path]) -> list[Path]:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .layers import ModelError
+from ..errors import ModelError
 from .unet import UNet
 from .vit import ViT
 

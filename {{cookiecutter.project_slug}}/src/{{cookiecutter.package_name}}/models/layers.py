@@ -7,12 +7,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ..config import ForgeError
-
-
-class ModelError(ForgeError, ValueError):
-    """The model section of params.yaml does not fit the data (grid, name); the message says what to change."""
-
 
 def pad_periodic(x: torch.Tensor, pad: int, lat_mode: str = "replicate") -> torch.Tensor:
     """Pad [B, C, lat, lon]: wrap around in longitude (the globe is periodic), `lat_mode` at the poles."""

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ModelError, PeriodicConv2d, crop_grid, maybe_checkpoint, pad_grid
+from ..errors import ModelError
+from .layers import PeriodicConv2d, crop_grid, maybe_checkpoint, pad_grid
 
 
 class ConvBlock(nn.Sequential):
