@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ParamsError
+from .regions import WB2_REGIONS
+from .regions import check_names as check_region_names
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -123,6 +125,44 @@ class TrainConfig(Section):
     allow_dirty: bool = False
 
 
+class SpectraConfig(Section):
+    leads_hours: list[int] = [24, 72]
+    band: tuple[float, float] = (30.0, 60.0)
+
+    @field_validator("band")
+    @classmethod
+    def _band(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= value[0] < value[1] <= 90:
+            raise ValueError(f"{list(value)} is not a band [low, high] of |latitude| with 0 <= low < high <= 90")
+        return value
+
+
+class SignificanceConfig(Section):
+    samples: int = Field(1000, ge=0)
+    block_length: int = Field(0, ge=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+
+class EnsembleConfig(Section):
+    members: int = Field(1, ge=1)
+    perturbation: float = Field(0.0, ge=0)
+    checkpoints: list[str] = []
+
+    @model_validator(mode="after")
+    def _distinct_members(self) -> EnsembleConfig:
+        if self.members > max(1, len(self.checkpoints)) and self.perturbation == 0:
+            raise ValueError(
+                f"@evaluate.ensemble.perturbation: {self.members} members from {max(1, len(self.checkpoints))} "
+                "checkpoint(s) would be identical; set a perturbation > 0 (e.g. 0.05) or list more checkpoints"
+            )
+        return self
+
+
+class StationsConfig(Section):
+    file: str = ""
+    variables: list[str] = []
+
+
 class EvaluateConfig(Section):
     max_lead_hours: int = Field(72, ge=1)
     init_every_hours: int = Field(24, ge=1)
@@ -133,6 +173,17 @@ class EvaluateConfig(Section):
     map_channels: list[str] = []
     map_leads_hours: list[int] = [24, 72]
     allow_dirty: bool = False
+    regions: list[str] = list(WB2_REGIONS)
+    land_sea_mask: str = ""
+    spectra: SpectraConfig = SpectraConfig()
+    significance: SignificanceConfig = SignificanceConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
+    stations: StationsConfig = StationsConfig()
+
+    @model_validator(mode="after")
+    def _known_regions(self) -> EvaluateConfig:
+        check_region_names(self.regions, has_land_sea_mask=bool(self.land_sea_mask))
+        return self
 
 
 class WandbConfig(Section):

@@ -14,6 +14,8 @@ Arithmetic is float64 numpy with a fixed reduction order, so results do not depe
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -64,8 +66,13 @@ def acc_per_step(forecast: np.ndarray, truth: np.ndarray, climatology: np.ndarra
     clim = np.asarray(climatology, dtype=np.float64)
     fa = np.asarray(forecast, dtype=np.float64) - clim
     oa = np.asarray(truth, dtype=np.float64) - clim
-    num = spatial_mean(fa * oa, weights)
-    den = np.sqrt(spatial_mean(fa * fa, weights) * spatial_mean(oa * oa, weights))
+    return anomaly_correlation(fa, oa, lambda x: spatial_mean(x, weights))
+
+
+def anomaly_correlation(fa: np.ndarray, oa: np.ndarray, mean: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """mean(fa oa) / sqrt(mean(fa^2) mean(oa^2)) for a spatial `mean` (global or regional); 0 where undefined."""
+    num = mean(fa * oa)
+    den = np.sqrt(mean(fa * fa) * mean(oa * oa))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
 
@@ -78,3 +85,26 @@ def rmse(mse_steps: np.ndarray, axis: int = 0) -> np.ndarray:
 def time_mean(per_step: np.ndarray, axis: int = 0) -> np.ndarray:
     """Mean over forecast initial times (bias and ACC)."""
     return np.mean(per_step, axis=axis)
+
+
+class RunningMean:
+    """Mean over initial times of arrays that arrive one batch at a time (axis 0 = initial time).
+
+    Rows are added one by one in float64, so the result does not depend on how the initial times were batched, and
+    memory is one result array whatever the number of initial times (for 0.25 degree grids).
+    """
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None
+        self.count = 0
+
+    def add(self, batch: np.ndarray) -> None:
+        for row in np.asarray(batch, dtype=np.float64):
+            self.total = row.copy() if self.total is None else self.total + row
+            self.count += 1
+
+    @property
+    def mean(self) -> np.ndarray:
+        if self.total is None:
+            raise ValueError("RunningMean.mean: nothing was added")
+        return self.total / self.count
