@@ -41,7 +41,7 @@ from .errors import EvaluationError
 def _members(ensemble: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ensemble = np.asarray(ensemble, dtype=np.float64)
     truth = np.asarray(truth, dtype=np.float64)
-    if ensemble.ndim < 3 or ensemble.shape[1:] != truth.shape:
+    if ensemble.ndim != truth.ndim + 1 or ensemble.shape[1:] != truth.shape:
         raise ValueError(f"ensemble must be [members, *truth.shape]; got {ensemble.shape} for truth {truth.shape}")
     return ensemble, truth
 

@@ -37,6 +37,18 @@ def cell_area_weights(latitude: np.ndarray) -> np.ndarray:
     return area / area.mean()
 
 
+def lat_lon_last(data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values [..., latitude, longitude], latitude ascending, longitude) of an xarray DataArray in WB2 layout.
+
+    WB2 files may store latitude descending (90 .. -90) and any dimension order; every function here takes numpy
+    arrays with latitude ascending in the last-but-one axis, so convert with this first. Other dims keep their order.
+    """
+    dims = [d for d in data.dims if d not in ("latitude", "longitude")]
+    data = data.transpose(*dims, "latitude", "longitude").sortby("latitude")
+    latitude = np.asarray(data["latitude"].values, dtype=np.float64)
+    return np.asarray(data.values), latitude, np.asarray(data["longitude"].values, dtype=np.float64)
+
+
 def spatial_mean(field: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Area-weighted mean over the last two axes (latitude, longitude); `weights` from cell_area_weights."""
     field = np.asarray(field, dtype=np.float64)

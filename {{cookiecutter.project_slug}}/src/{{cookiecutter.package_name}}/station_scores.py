@@ -82,8 +82,8 @@ def bilinear(latitude: np.ndarray, longitude: np.ndarray, lat: np.ndarray, lon: 
     if np.any(np.abs(lat) > 90):
         raise ValueError(f"station latitudes must lie in [-90, 90]; got {lat[np.abs(lat) > 90][:3]}")
     rel = glon - glon[0]
-    gap = 360.0 - rel[-1]
-    if gap <= 0 or gap > 1.5 * np.max(np.diff(glon), initial=gap):
+    gap = 360.0 - rel[-1]  # the cell from the last column back to the first
+    if glon.size < 2 or gap <= 0 or gap > 1.5 * np.diff(glon).max():
         raise ValueError("the grid's longitudes must go round the globe once (periodic interpolation)")
     # latitude: clamp to the outermost rows, then locate the row below
     y = np.clip(lat, glat[0], glat[-1])

@@ -81,8 +81,8 @@ def _check_coordinates(path: Path, ids: np.ndarray, lat: np.ndarray, lon: np.nda
     bad = ~np.isfinite(lat) | ~np.isfinite(lon) | (np.abs(lat) > 90)
     if bad.any():
         raise DataError(
-            f"{path}: station {ids[bad][0]!r} has latitude {lat[bad][0]}, longitude {lon[bad][0]}; latitudes must lie "
-            "in [-90, 90] and both be numbers. Fix: correct or drop the station."
+            f"{path}: station {str(ids[bad][0])!r} has latitude {lat[bad][0]}, longitude {lon[bad][0]}; latitudes "
+            "must lie in [-90, 90] and both be numbers. Fix: correct or drop the station."
         )
     if len(set(ids.tolist())) != len(ids):
         raise DataError(f"{path}: a station id appears twice. Fix: give each station one id.")
@@ -127,7 +127,7 @@ def _read_csv(path: Path) -> Stations:
     meta_cols = [col[k] for k in ("latitude", "longitude", "elevation") if col[k]]
     meta = table.groupby(col["id"], sort=True)[meta_cols]
     if (meta.nunique() > 1).any().any():
-        bad = meta.nunique().max(axis=1).idxmax()
+        bad = str(meta.nunique().max(axis=1).idxmax())
         raise DataError(f"{path}: station {bad!r} changes latitude/longitude/elevation between rows. Fix: one each.")
     first = meta.first()
     ids = first.index.to_numpy().astype(str)
@@ -182,7 +182,7 @@ def write_stations_csv(stations: Stations, path: str | Path) -> Path:
     frame = pd.DataFrame(table)
     frame = frame[frame[list(stations.values)].notna().any(axis=1)]
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False, float_format="%.6g")
+        frame.to_csv(tmp, index=False, float_format="%.9g")
     return Path(path)
 
 
