@@ -115,3 +115,13 @@ def test_seeded_and_checked(B):
         B.paired_bootstrap(a[:1], b[:1])
     counts = B.resample_counts(30, 4, 50, np.random.default_rng(0))
     assert counts.shape == (50, 30) and np.all(counts.sum(axis=1) == 30)
+
+
+def test_many_series_are_resampled_in_passes(B, monkeypatch):
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(size=(25, 7, 3)), rng.normal(size=(25, 7, 3))
+    whole = B.paired_bootstrap(a, b, "mean", n_samples=100, seed=2)
+    monkeypatch.setattr(B, "COLUMNS_PER_PASS", 4)  # 21 series in 6 passes
+    passes = B.paired_bootstrap(a, b, "mean", n_samples=100, seed=2)
+    np.testing.assert_allclose(passes.low, whole.low, rtol=1e-12)  # BLAS may round the last bit differently
+    np.testing.assert_allclose(passes.high, whole.high, rtol=1e-12)
