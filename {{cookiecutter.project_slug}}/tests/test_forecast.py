@@ -1,4 +1,4 @@
-"""Forecast files in WeatherBench2 layout: names, dims and a round trip through xarray (zarr v3 and netCDF)."""
+"""Forecast files in WeatherBench2 layout (names, dims, a round trip through xarray), the CLI, the grid check."""
 
 from __future__ import annotations
 
@@ -60,25 +60,13 @@ def test_unknown_output_format(fc, tmp_path):
         fc.write_dataset(ds, tmp_path / "forecast.grib")
 
 
-def _eval_fixtures():
-    """The tiny shards/model builders of test_evaluate.py, loaded by path (works in any pytest import mode)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("_forge_eval_fixtures", Path(__file__).with_name("test_evaluate.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_forecast_cli_writes_a_wb2_file(pkg_name, fc, tmp_path, monkeypatch):
+def test_forecast_cli_writes_a_wb2_file(pkg_name, tiny, tiny_shards, fc, tmp_path, monkeypatch):
     import xarray as xr
 
-    fx = _eval_fixtures()
+    inference = importlib.import_module(f"{pkg_name}.inference")
     monkeypatch.chdir(tmp_path)
-    shards = fx.write_shards(tmp_path, "2000-12-01", "2001-01-20T18:00")
-    files = fx.build_project(pkg_name, tmp_path, shards)
-    common = ["--params", str(files["params"]), "--model", str(files["model"]), "--shards", str(shards)]
+    files = tiny.build_project(pkg_name, tmp_path, tiny_shards)
+    common = tiny.argv(files)
     assert fc.main(["--init", "2001-01-06T00:00", "--steps", "3", *common, "--out", "fc.nc"]) == 0
     assert fc.main(["--init", "2001-01-06T00:00", "--steps", "3", *common, "--out", "fc.zarr"]) == 0
     nc, zr = xr.open_dataset(tmp_path / "fc.nc"), xr.open_zarr(tmp_path / "fc.zarr")
@@ -89,11 +77,41 @@ def test_forecast_cli_writes_a_wb2_file(pkg_name, fc, tmp_path, monkeypatch):
         assert np.isfinite(ds["geopotential"].values).all()
     np.testing.assert_array_equal(nc["geopotential"].values, zr["geopotential"].values)
     # the same rollout as evaluate's: its first step equals one rollout_step of the model from the init state
-    reader = fc.ShardReader(shards)
-    model, _, norm = fc.load_forecaster(files["model"])
+    reader = inference.ShardReader(tiny_shards)
+    model, _, norm = inference.load_forecaster(files["model"])
     init = np.array(["2001-01-06T00:00"], dtype="datetime64[ns]")
-    first = next(fc.rollout(model, norm, reader.read(init), init, 1, 6, reader.latitude, reader.longitude))
+    first = next(inference.rollout(model, norm, reader.read(init), init, 1, 6, reader.latitude, reader.longitude))
     np.testing.assert_array_equal(nc["2m_temperature"].values[0, 0], first[0, 2])
     nc.close()
     with pytest.raises(ValueError, match="no time step 2005-01-01"):
         fc.main(["--init", "2005-01-01", "--steps", "1", *common, "--out", "x.nc"])
+    assert not (tmp_path / "x.nc").exists()
+
+
+def test_a_failed_export_keeps_the_previous_file(fc, tmp_path, monkeypatch):
+    _, ds = _dataset(fc)
+    path = fc.write_dataset(ds, tmp_path / "forecast.zarr")
+    before = sorted(p.relative_to(path) for p in path.rglob("*"))
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(ds), "to_zarr", broken)
+    with pytest.raises(OSError, match="disk full"):
+        fc.write_dataset(ds, path)
+    assert sorted(p.relative_to(path) for p in path.rglob("*")) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["forecast.zarr"]  # no temporary left behind
+
+
+def test_one_grid_check_with_one_tolerance(pkg_name):
+    inference = importlib.import_module(f"{pkg_name}.inference")
+    tol = inference.GRID_TOLERANCE_DEG
+    lat, lon = np.array([-45.0, 45.0]), np.array([0.0, 120.0, 240.0])
+    a = {"channels": ["z", "t"], "latitude": lat, "longitude": lon}
+    assert inference.grid_mismatches(a, {**a, "longitude": lon + 0.9 * tol}, "model", "shards") == []
+    # absolute, not relative: 360-ish longitudes get the same tolerance as 0
+    far = inference.grid_mismatches(a, {**a, "longitude": lon + 1.5 * tol}, "model", "shards")
+    assert len(far) == 1 and far[0].startswith("grid longitude: model 3 points")
+    problems = inference.grid_mismatches(a, {"channels": ["t", "z"], "latitude": lat[:1], "longitude": lon},
+                                         "model", "shards")  # fmt: skip
+    assert [p.split(":")[0] for p in problems] == ["channels", "grid latitude"]

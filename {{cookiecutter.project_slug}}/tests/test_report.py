@@ -97,6 +97,18 @@ def test_report_without_train_log_or_provenance(tmp_path, pkg_name, report_mod):
     report_mod.main(["--results", str(results)])
     page = (results / "report.html").read_text()
     assert "No results/train_log.csv" in page
+    assert page.count("data:image/png;base64,") == 3 + 4  # curves and maps still there, no training figure
+    # without this evaluation's stamp: said so, and the model's training stamp is still shown
+    assert "No git commit recorded for this evaluation." in page
+    assert "No results/provenance.json: the provenance of this evaluation is unknown." in page
+    assert "0123456789abcdef" in page and "No provenance found" not in page
+    # with neither stamp: the provenance section says there is none
+    evaluation = json.loads((results / "evaluation.json").read_text())
+    del evaluation["model_provenance"]
+    (results / "evaluation.json").write_text(json.dumps(evaluation))
+    report_mod.main(["--results", str(results)])
+    page = (results / "report.html").read_text()
+    assert "No provenance found" in page and "0123456789abcdef" not in page
 
 
 def test_report_needs_metrics(tmp_path, report_mod):

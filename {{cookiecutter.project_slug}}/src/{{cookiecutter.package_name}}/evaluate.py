@@ -35,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import metrics
+from . import cliargs, figures, metrics
 from .errors import EvaluationError
-from .forecast import HOUR, ShardReader
+from .fileio import atomic_path, atomic_write_text
+from .inference import HOUR, ShardReader
 
 FORECASTS = ("model", "persistence", "climatology")
 SCORES = ("rmse", "acc", "bias")
@@ -207,36 +208,18 @@ def curve_csv(scores: Scores, name: str, channel: str) -> str:
     return _csv(rows, ["lead_hours", *FORECASTS])
 
 
-def draw_map(path: Path, latitude, longitude, truth, forecast, channel: str, lead: int, init: str) -> None:
-    """Truth | forecast | error panels on plain lat/lon axes (no coastlines: no map data to download)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    error = forecast - truth
-    lo, hi = float(min(truth.min(), forecast.min())), float(max(truth.max(), forecast.max()))
-    emax = float(np.abs(error).max()) or 1.0
-    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.4), constrained_layout=True)
-    panels = (
-        ("truth", truth, "viridis", lo, hi),
-        ("forecast", forecast, "viridis", lo, hi),
-        ("forecast - truth", error, "RdBu_r", -emax, emax),
-    )
-    for ax, (title, field_, cmap, vmin, vmax) in zip(axes, panels, strict=True):
-        mesh = ax.pcolormesh(longitude, latitude, field_, cmap=cmap, vmin=vmin, vmax=vmax, shading="nearest")
-        ax.set_title(title)
-        ax.set_xlabel("longitude (deg E)")
-        ax.set_aspect("equal")
-        ax.set_xlim(float(longitude[0]), float(longitude[-1]))
-        ax.set_ylim(-90, 90)
-        ax.set_yticks([-90, -45, 0, 45, 90])
-        ax.set_xticks([0, 90, 180, 270, 360])
-        fig.colorbar(mesh, ax=ax, shrink=0.8)
-    axes[0].set_ylabel("latitude (deg N)")
-    fig.suptitle(f"{channel}, lead {lead} h, initialized {init}")
-    fig.savefig(path, dpi=90, metadata={"Software": None})
-    plt.close(fig)
+def write_maps(out: Path, scores: Scores, latitude, longitude) -> list[dict]:
+    """maps/<channel>_<lead>h.png in the order asked for (evaluate.map_channels); the index for evaluation.json."""
+    map_files = []
+    order = list(dict.fromkeys(ch for ch, _ in scores.maps))
+    with atomic_path(out / "maps") as tmp:  # a new directory: no stale map of an earlier run survives
+        tmp.mkdir()
+        for (ch, lead), pair in sorted(scores.maps.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
+            name = f"{ch}_{lead}h.png"
+            truth, forecast = pair["truth"], pair["forecast"]
+            figures.draw_map(tmp / name, latitude, longitude, truth, forecast, ch, lead, scores.map_init)
+            map_files.append({"channel": ch, "lead_hours": lead, "file": f"maps/{name}"})
+    return map_files
 
 
 def write_results(
@@ -248,38 +231,28 @@ def write_results(
     longitude=None,
     info: dict | None = None,
 ) -> dict:
-    """Write every output but provenance.json; return the metrics dict."""
+    """Write every output but provenance.json, each atomically; return the metrics dict."""
     out = Path(out)
-    (out / "plots").mkdir(parents=True, exist_ok=True)
-    # stale curves/maps of an earlier run with other headline channels or leads would be shown as current
-    for stale in [*(out / "plots").glob("rmse_*.csv"), *(out / "plots").glob("acc_*.csv"), *out.glob("maps/*.png")]:
-        stale.unlink()
     key_leads = select_leads(key_leads, scores.leads_hours)
     result = metrics_dict(scores, key_leads)
-    (out / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    (out / "per_lead.csv").write_text(per_lead_csv(scores))
-    for ch in headline:
-        for name in ("rmse", "acc"):
-            (out / "plots" / f"{name}_{ch}.csv").write_text(curve_csv(scores, name, ch))
-    map_files = []
-    if scores.maps:
-        order = list(dict.fromkeys(ch for ch, _ in scores.maps))  # as asked for (evaluate.map_channels)
-        (out / "maps").mkdir(exist_ok=True)
-        for (ch, lead), pair in sorted(scores.maps.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
-            path = out / "maps" / f"{ch}_{lead}h.png"
-            draw_map(path, latitude, longitude, pair["truth"], pair["forecast"], ch, lead, scores.map_init)
-            map_files.append({"channel": ch, "lead_hours": lead, "file": f"maps/{path.name}"})
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / "per_lead.csv", per_lead_csv(scores))
+    with atomic_path(out / "plots") as tmp:  # a new directory: no stale curve of another headline channel survives
+        tmp.mkdir()
+        for ch in headline:
+            for name in ("rmse", "acc"):
+                (tmp / f"{name}_{ch}.csv").write_text(curve_csv(scores, name, ch))
     summary = {
         "channels": scores.channels,
         "headline": list(headline),
         "key_leads_hours": list(key_leads),
         "leads_hours": scores.leads_hours,
         "n_inits": scores.n_inits,
-        "maps": map_files,
+        "maps": write_maps(out, scores, latitude, longitude),
         "map_init": scores.map_init,
         **(info or {}),
     }
-    (out / "evaluation.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(out / "evaluation.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
     return result
 
 
@@ -288,13 +261,8 @@ def write_results(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    p.add_argument("--model", default="models/model.pt", help="trained model (default: models/model.pt)")
-    p.add_argument("--shards", default="data/shards", help="shard directory (default: data/shards)")
-    p.add_argument("--stats", default="data/stats.json", help="stats, used if the model file has none")
+    p = cliargs.parser("evaluate", __doc__, "params", "model", "shards", "stats", "device")
     p.add_argument("--out", default="results", help="output directory (default: results/)")
-    p.add_argument("--device", default="cpu", help="cpu (default; bitwise reproducible metrics) or cuda (faster)")
     return p
 
 
@@ -307,15 +275,26 @@ def check_channels(names: Sequence[str], channels: Sequence[str], key: str, para
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    from . import climatology, provenance
-    from .config import load_params
-    from .forecast import check_grid, deterministic, load_forecaster, model_forecaster
+@dataclass
+class Plan:
+    """Everything an evaluation run needs, checked before the first rollout."""
 
-    args = _parser().parse_args(argv)
-    params = load_params(args.params)
+    model: object
+    meta: dict
+    normalizer: object
+    reader: ShardReader
+    lead_hours: int
+    n_steps: int
+    headline: list[str]
+    map_channels: list[str]
+    inits: np.ndarray
+
+
+def plan(args: argparse.Namespace, params) -> Plan:
+    """Load the model and the shards and check params against them (errors name the key and the fix)."""
+    from .inference import check_grid, load_forecaster
+
     cfg = params.evaluate
-    provenance.ensure_clean_or_allowed(cfg.allow_dirty, "evaluate")
     model, meta, normalizer = load_forecaster(args.model, args.stats, args.device)
     reader = ShardReader(args.shards)
     check_grid(meta, reader, args.model)
@@ -330,42 +309,55 @@ def main(argv: list[str] | None = None) -> int:
     map_channels = list(cfg.map_channels) or headline
     check_channels(headline, reader.channels, "evaluate.headline", args.params)
     check_channels(map_channels, reader.channels, "evaluate.map_channels", args.params)
-
     inits = test_inits(reader, params.data.splits.test, cfg.init_every_hours, lead_hours, n_steps)
-    valid = (inits[:, None] + (np.arange(1, n_steps + 1) * lead_hours * HOUR)[None]).ravel()
-    clim = climatology.compute(reader, params.data.splits.train, cfg.climatology_window_days, valid)
+    return Plan(model, meta, normalizer, reader, lead_hours, n_steps, headline, map_channels, inits)
+
+
+def run(p: Plan, params, device: str) -> Scores:
+    """The climatology of the train split, then the scores of every rollout."""
+    from . import climatology
+    from .inference import deterministic, model_forecaster
+
+    cfg = params.evaluate
+    valid = (p.inits[:, None] + (np.arange(1, p.n_steps + 1) * p.lead_hours * HOUR)[None]).ravel()
+    clim = climatology.compute(p.reader, params.data.splits.train, cfg.climatology_window_days, valid)
     print(
-        f"evaluate: {len(inits)} initial times x {n_steps} steps of {lead_hours} h, {len(reader.channels)} channels",
+        f"evaluate: {len(p.inits)} initial times x {p.n_steps} steps of {p.lead_hours} h, "
+        f"{len(p.reader.channels)} channels",
         file=sys.stderr,
     )
+    forecaster = model_forecaster(p.model, p.normalizer, p.lead_hours, p.reader.latitude, p.reader.longitude)
+    leads = [p.lead_hours * (s + 1) for s in range(p.n_steps)]
+    map_leads = select_leads(cfg.map_leads_hours, leads)
+    with deterministic(device):
+        return score(forecaster, p.reader, p.inits, p.n_steps, p.lead_hours, clim, cfg.batch_size, p.map_channels,
+                     map_leads)  # fmt: skip
 
-    forecaster = model_forecaster(model, normalizer, lead_hours, reader.latitude, reader.longitude)
-    leads = [lead_hours * (s + 1) for s in range(n_steps)]
-    with deterministic(args.device):
-        scores = score(
-            forecaster,
-            reader,
-            inits,
-            n_steps,
-            lead_hours,
-            clim,
-            cfg.batch_size,
-            map_channels,
-            select_leads(cfg.map_leads_hours, leads),
-        )
+
+def main(argv: list[str] | None = None) -> int:
+    from . import provenance
+    from .config import load_params
+
+    args = _parser().parse_args(argv)
+    params = load_params(args.params)
+    cfg = params.evaluate
+    provenance.ensure_clean_or_allowed(cfg.allow_dirty, "evaluate")
+    p = plan(args, params)
+    scores = run(p, params, args.device)
     info = {
-        "init_times": [str(inits[0].astype("datetime64[m]")), str(inits[-1].astype("datetime64[m]"))],
+        "init_times": [str(p.inits[0].astype("datetime64[m]")), str(p.inits[-1].astype("datetime64[m]"))],
         "init_every_hours": cfg.init_every_hours,
-        "lead_hours": lead_hours,
+        "lead_hours": p.lead_hours,
         "test_split": list(params.data.splits.test),
         "train_split": list(params.data.splits.train),
         "climatology_window_days": cfg.climatology_window_days,
-        "model": meta.get("model"),
-        "model_step": meta.get("step"),
-        "model_provenance": meta.get("provenance"),
+        "model": p.meta.get("model"),
+        "model_step": p.meta.get("step"),
+        "model_provenance": p.meta.get("provenance"),
     }
     out = Path(args.out)
-    result = write_results(out, scores, headline, cfg.key_leads_hours, reader.latitude, reader.longitude, info)
+    lat, lon = p.reader.latitude, p.reader.longitude
+    result = write_results(out, scores, p.headline, cfg.key_leads_hours, lat, lon, info)
     command = None if argv is None else [Path(sys.executable).name, "-m", __name__, *argv]
     provenance.write_provenance(
         out / "provenance.json",
@@ -373,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         command=command,
         inputs={args.model: None, args.shards: None, args.stats: None},
     )
-    for ch in headline:
+    for ch in p.headline:
         row = ", ".join(f"{h}: {v}" for h, v in result["rmse"][ch]["model"].items())
         print(f"evaluate: RMSE {ch} (model) {row}", file=sys.stderr)
     print(f"evaluate: wrote {out}/metrics.json, per_lead.csv, plots/, maps/, provenance.json", file=sys.stderr)

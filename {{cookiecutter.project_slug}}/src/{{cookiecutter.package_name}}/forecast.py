@@ -1,202 +1,26 @@
-"""Autoregressive rollout, and a forecast file in WeatherBench2 layout.
+"""Export a forecast from one initial time as a file in WeatherBench2 layout.
 
     <package> forecast --init 2001-02-01T00:00 --steps 12 --out forecasts/2001-02-01.zarr
 
 The file has dims (time, prediction_timedelta, [level], latitude, longitude) and WB2 variable names
 (geopotential with a level dim, 2m_temperature without), so WB2's evaluation code and plain xarray read it:
 `time` is the initial time, `prediction_timedelta` the lead time (valid time = time + prediction_timedelta).
-The same rollout (`rollout`) is what `evaluate` scores.
+The rollout is inference.rollout, the one `evaluate` scores.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from . import cliargs
 from .errors import EvaluationError
-
-HOUR = np.timedelta64(1, "h")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Reading states from the shards
-
-
-class ShardReader:
-    """Physical states (time, channel, lat, lon) of the shards `DIR/block_NNNN.zarr`, read by time.
-
-    Opens each shard lazily (no dask) and reads only the requested time steps, so evaluation never holds the
-    whole data set in memory.
-    """
-
-    def __init__(self, shards_dir: str | Path):
-        import xarray as xr
-
-        self.dir = Path(shards_dir)
-        self.paths = sorted(self.dir.glob("block_*.zarr"))
-        if not self.paths:
-            raise EvaluationError(
-                f"{self.dir}: no shards (block_NNNN.zarr) found. Fix: run the shard step first, or pass --shards DIR."
-            )
-        self._arrays = [xr.open_zarr(p, consolidated=False, chunks=None)["data"] for p in self.paths]
-        first = self._arrays[0]
-        self.channels = [str(c) for c in first["channel"].values]
-        self.latitude = np.asarray(first["latitude"].values, dtype=np.float64)
-        self.longitude = np.asarray(first["longitude"].values, dtype=np.float64)
-        self._where: dict[int, tuple[int, int]] = {}
-        for s, arr in enumerate(self._arrays):
-            if [str(c) for c in arr["channel"].values] != self.channels:
-                raise EvaluationError(
-                    f"{self.paths[s]}: channels differ from {self.paths[0]}. Fix: re-run the shard step."
-                )
-            for i, t in enumerate(arr["time"].values.astype("datetime64[ns]").astype(np.int64)):
-                self._where[int(t)] = (s, i)
-        self.times = np.array(sorted(self._where), dtype=np.int64).astype("datetime64[ns]")
-
-    def has(self, times: np.ndarray) -> np.ndarray:
-        return np.array([int(t) in self._where for t in _ns(times)], dtype=bool)
-
-    def times_in(self, start, end) -> np.ndarray:
-        """Available times in [start, end] (inclusive)."""
-        start, end = np.datetime64(start, "ns"), np.datetime64(end, "ns")
-        return self.times[(self.times >= start) & (self.times <= end)]
-
-    def read(self, times: np.ndarray) -> np.ndarray:
-        """float32 (T, C, H, W) at the given times, in the given order."""
-        times = _ns(times)
-        out = np.empty((len(times), len(self.channels), len(self.latitude), len(self.longitude)), dtype=np.float32)
-        by_shard: dict[int, list[tuple[int, int]]] = {}
-        for k, t in enumerate(times):
-            loc = self._where.get(int(t))
-            if loc is None:
-                raise EvaluationError(
-                    f"{self.dir}: no time step {np.datetime64(int(t), 'ns')} in the shards (they cover "
-                    f"{self.times[0]} .. {self.times[-1]}). Fix: choose a time inside that range, or re-shard."
-                )
-            by_shard.setdefault(loc[0], []).append((k, loc[1]))
-        for s, pairs in sorted(by_shard.items()):
-            rows = [i for _, i in pairs]
-            block = np.asarray(self._arrays[s].isel(time=rows).values, dtype=np.float32)
-            out[[k for k, _ in pairs]] = block
-        return out
-
-
-def _ns(times) -> np.ndarray:
-    return np.asarray(times).astype("datetime64[ns]").astype(np.int64)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Model + normalizer
-
-
-def load_forecaster(model_path: str | Path, stats_path: str | Path | None = None, device: str = "cpu"):
-    """(model, meta, normalizer) for inference; the normalizer is the one the model was trained with."""
-    from .data.stats import Normalizer
-    from .models import load_model
-
-    model_path = Path(model_path)
-    if not model_path.exists():
-        raise EvaluationError(f"{model_path}: model file not found. Fix: run the train step, or pass --model PATH.")
-    model, meta = load_model(model_path, map_location=device)
-    model.eval()
-    stats = meta.get("stats")
-    if stats is None:
-        if stats_path is None or not Path(stats_path).exists():
-            raise EvaluationError(
-                f"{model_path}: has no 'stats' and no --stats file was given. Fix: pass --stats data/stats.json."
-            )
-        stats = json.loads(Path(stats_path).read_text())
-    if list(stats["channels"]) != list(meta["channels"]):
-        raise EvaluationError(f"{model_path}: the model's channels and its stats' channels differ. Fix: retrain.")
-    return model, meta, Normalizer.from_dict(stats)
-
-
-def check_grid(meta: dict, reader: ShardReader, model_path) -> None:
-    """The shards must hold the model's channels on the model's grid."""
-    if list(meta["channels"]) != reader.channels:
-        raise EvaluationError(
-            f"{model_path}: trained on channels {list(meta['channels'])} but the shards in {reader.dir} hold "
-            f"{reader.channels}. Fix: evaluate with the shards the model was trained on."
-        )
-    for name in ("latitude", "longitude"):
-        if name in meta and not np.allclose(np.asarray(meta[name], dtype=np.float64), getattr(reader, name)):
-            raise EvaluationError(f"{model_path}: the model's {name} grid differs from the shards' in {reader.dir}.")
-
-
-def rollout(
-    model,
-    normalizer,
-    x0: np.ndarray,
-    init_times: np.ndarray,
-    n_steps: int,
-    lead_hours: int,
-    latitude: np.ndarray,
-    longitude: np.ndarray,
-) -> Iterator[np.ndarray]:
-    """Yield the physical states (B, C, H, W) float32 at leads 1..n_steps model steps after `init_times`.
-
-    Each step sees the forcings of its input time (init + (s-1) x lead), as in training.
-    """
-    import torch
-
-    from .data.forcings import forcing_fields
-    from .models import rollout_step
-
-    init_times = np.asarray(init_times).astype("datetime64[ns]")
-    scale = np.asarray(normalizer.delta_scale, dtype=np.float32)  # [C]
-    device = next(model.parameters()).device
-    z = torch.as_tensor(
-        np.asarray(normalizer.normalize(np.asarray(x0, dtype=np.float32)), dtype=np.float32), device=device
-    )
-    with torch.no_grad():
-        for step in range(1, n_steps + 1):
-            input_times = init_times + (step - 1) * lead_hours * HOUR
-            forcing = torch.as_tensor(
-                forcing_fields(input_times, latitude, longitude), dtype=torch.float32, device=device
-            )
-            z = rollout_step(model, z, forcing, scale)
-            yield np.asarray(normalizer.denormalize(z.detach().cpu().numpy()), dtype=np.float32)
-
-
-def model_forecaster(model, normalizer, lead_hours: int, latitude, longitude) -> Callable:
-    """fn(x0, init_times, n_steps) -> iterator of states: the interface `evaluate.score` takes."""
-
-    def forecast(x0, init_times, n_steps):
-        return rollout(model, normalizer, x0, init_times, n_steps, lead_hours, latitude, longitude)
-
-    return forecast
-
-
-@contextmanager
-def deterministic(device: str = "cpu") -> Iterator[None]:
-    """Identical reruns give identical numbers on CPU, whatever the machine's thread count.
-
-    Deterministic kernels, and one intra-op thread on CPU: a convolution split over n threads sums in an
-    n-dependent order, which changes the last bits and, through cancellation, the 6th digit of a bias.
-    (The grouping of initial times, evaluate.batch_size, is a param, so it is fixed for a rerun.)
-    """
-    import os
-
-    import torch
-
-    threads, was_deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    if device.startswith("cuda"):
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
-    else:
-        torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-    try:
-        yield
-    finally:  # leave the process as it was (tests call main() in-process)
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(was_deterministic)
-
+from .fileio import atomic_path
+from .inference import HOUR, ShardReader, check_grid, deterministic, load_forecaster, rollout
 
 # ----------------------------------------------------------------------------------------------------------------
 # WB2 layout
@@ -256,25 +80,21 @@ def to_wb2_dataset(
 
 
 def write_dataset(ds, out: str | Path) -> Path:
-    """Write to `.zarr` (zarr v3) or `.nc` (netCDF4), chosen by the suffix."""
+    """Write to `.zarr` (zarr v3) or `.nc` (netCDF4), chosen by the suffix; atomic (a failure keeps the old file)."""
+    import warnings
+
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".zarr":
-        import shutil
-
-        if out.exists():
-            shutil.rmtree(out)
-        import warnings
-
-        with warnings.catch_warnings():
-            # consolidated metadata (an extension in zarr v3) lets a plain xr.open_zarr(path) open it quietly;
-            # the store stays readable without it
-            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
-            ds.to_zarr(out, mode="w", zarr_format=3, consolidated=True)
-    elif out.suffix in {".nc", ".nc4", ".netcdf"}:
-        ds.to_netcdf(out)
-    else:
+    if out.suffix not in {".zarr", ".nc", ".nc4", ".netcdf"}:
         raise EvaluationError(f"--out {out}: unknown format. Fix: end the path with .zarr or .nc.")
+    with atomic_path(out) as tmp:
+        if out.suffix == ".zarr":
+            with warnings.catch_warnings():
+                # consolidated metadata (an extension in zarr v3) lets a plain xr.open_zarr(path) open it quietly;
+                # the store stays readable without it
+                warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+                ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True)
+        else:
+            ds.to_netcdf(tmp)
     return out
 
 
@@ -283,17 +103,10 @@ def write_dataset(ds, out: str | Path) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="forecast", description=__doc__.split("\n")[0])
+    p = cliargs.parser("forecast", __doc__, "params", "model", "shards", "stats", "device")
     p.add_argument("--init", required=True, help="initial time (ISO, e.g. 2001-02-01T00:00); must be in the shards")
     p.add_argument("--steps", type=int, default=None, help="model steps (default: evaluate.max_lead_hours / lead)")
-    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    p.add_argument("--model", default="models/model.pt", help="trained model (default: models/model.pt)")
-    p.add_argument(
-        "--shards", default="data/shards", help="shard directory with the initial state (default: data/shards)"
-    )
-    p.add_argument("--stats", default="data/stats.json", help="stats, used if the model file has none")
     p.add_argument("--out", default=None, help="output .zarr or .nc (default: forecasts/forecast_<init>.zarr)")
-    p.add_argument("--device", default="cpu", help="cpu (default; bitwise reproducible) or cuda")
     return p
 
 
@@ -308,7 +121,7 @@ def _forecast(args: argparse.Namespace) -> int:
 
     params = load_params(args.params)
     try:
-        init = np.datetime64(args.init, "ns")
+        init = np.array([args.init], dtype="datetime64[ns]")
     except ValueError:
         raise EvaluationError(f"--init {args.init!r}: not an ISO time. Fix: e.g. --init 2001-02-01T00:00.") from None
     model, meta, normalizer = load_forecaster(args.model, args.stats, args.device)
@@ -318,29 +131,20 @@ def _forecast(args: argparse.Namespace) -> int:
         raise EvaluationError(f"--steps {steps}: must be at least 1.")
     reader = ShardReader(args.shards)
     check_grid(meta, reader, args.model)
-    x0 = reader.read(np.array([init]))
-    states = np.stack(
-        list(rollout(model, normalizer, x0, np.array([init]), steps, lead_hours, reader.latitude, reader.longitude)),
-        axis=1,
-    )
+    states = rollout(model, normalizer, reader.read(init), init, steps, lead_hours, reader.latitude, reader.longitude)
     attrs = {
         "source": "forge forecast",
         "model": json.dumps(meta.get("model", {}), sort_keys=True),
         "model_step": int(meta.get("step", -1)),
         "provenance": json.dumps(meta.get("provenance", {}), sort_keys=True, default=str),
     }
+    leads = [lead_hours * s for s in range(1, steps + 1)]
     ds = to_wb2_dataset(
-        states,
-        reader.channels,
-        np.array([init]),
-        [lead_hours * s for s in range(1, steps + 1)],
-        reader.latitude,
-        reader.longitude,
-        attrs,
+        np.stack(list(states), axis=1), reader.channels, init, leads, reader.latitude, reader.longitude, attrs
     )
-    stamp = str(np.datetime_as_string(init, unit="h")).replace(":", "")
+    stamp = str(np.datetime_as_string(init[0], unit="h")).replace(":", "")
     out = write_dataset(ds, args.out or f"forecasts/forecast_{stamp}.zarr")
-    print(f"forecast: {steps} steps of {lead_hours} h from {init.astype('datetime64[m]')} -> {out}")
+    print(f"forecast: {steps} steps of {lead_hours} h from {init[0].astype('datetime64[m]')} -> {out}")
     return 0
 
 
