@@ -94,8 +94,11 @@ class Tiny:
         return shards
 
     @classmethod
-    def build_project(cls, pkg_name: str, root: Path, shards: Path) -> dict[str, Path]:
-        """params.yaml, stats.json and models/model.pt (a tiny seeded U-Net) in `root`, per the contract."""
+    def build_project(cls, pkg_name: str, root: Path, shards: Path, weight_std: float = 0.05) -> dict[str, Path]:
+        """params.yaml, stats.json and models/model.pt (a tiny seeded U-Net, weights N(0, weight_std)) in `root`.
+
+        With weight_std >= 0.3 the model's changes are large enough that float32 round-off differences (e.g. of
+        a convolution batched differently) survive into the states."""
         import torch
 
         models = importlib.import_module(f"{pkg_name}.models")
@@ -127,7 +130,7 @@ class Tiny:
         net = models.model_from_meta(meta)
         with torch.no_grad():
             for p in net.parameters():
-                p.normal_(0.0, 0.05)  # not the zero-initialized head: a model that differs from persistence
+                p.normal_(0.0, weight_std)  # not the zero-initialized head: differs from persistence
         (root / "models").mkdir(exist_ok=True)
         models.save_model(root / "models" / "model.pt", meta, net.state_dict())
         (root / "params.yaml").write_text(

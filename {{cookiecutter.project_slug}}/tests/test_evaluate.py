@@ -89,7 +89,7 @@ def test_perfect_model_and_hand_computed_persistence(tiny, oracle, mods, shards)
     np.testing.assert_allclose(scores.rmse["model"], 0.0, atol=1e-9)
     np.testing.assert_allclose(scores.bias["model"], 0.0, atol=1e-9)
     np.testing.assert_allclose(scores.acc["model"], 1.0)
-    np.testing.assert_allclose(scores.acc["climatology"], 0.0)
+    assert np.isnan(scores.acc["climatology"]).all()  # no anomaly: undefined, not 0
     # persistence RMSE at 12 h, computed here from scratch with cos-latitude-like cell weights
     metrics = importlib.import_module(mods["evaluate"].__package__ + ".metrics")
     w = metrics.cell_area_weights(tiny.LAT)
@@ -125,6 +125,9 @@ def test_results_files(tiny, oracle, mods, shards, tmp_path):
     out = tmp_path / "results"
     ev.write_results(out, scores, HEADLINE, [6, 24, 72], tiny.LAT, tiny.LON, {"lead_hours": 6})
     result = json.loads((out / "metrics.json").read_text())
+    # numbers, except the undefined climatology ACC: null, never a made-up 0
+    acc_clim = [result["acc"][ch].pop("climatology") for ch in tiny.CHANNELS]
+    assert acc_clim == [{"6h": None, "24h": None}] * len(tiny.CHANNELS)
     assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in _walk_numbers(result))
     # key leads that were not evaluated (72 h) are skipped
     assert set(result["rmse"]["geopotential_500"]["model"]) == {"6h", "24h"}
@@ -132,8 +135,13 @@ def test_results_files(tiny, oracle, mods, shards, tmp_path):
     assert result["skill_vs_persistence"]["2m_temperature"]["24h"] == 1.0
     with (out / "per_lead.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["lead_hours", "channel", "forecast", "rmse", "acc", "bias"]
+    assert list(rows[0]) == ["lead_hours", "channel", "forecast", "rmse", "acc", "bias", "units"]
     assert len(rows) == 4 * len(tiny.CHANNELS) * 3
+    assert {r["channel"]: r["units"] for r in rows} == {"geopotential_500": "m2 s-2", "geopotential_850": "m2 s-2",
+                                                        "2m_temperature": "K"}  # fmt: skip
+    assert {r["acc"] for r in rows if r["forecast"] == "climatology"} == {""}  # undefined: empty, not 0
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["units"] == {"geopotential_500": "m² s⁻²", "geopotential_850": "m² s⁻²", "2m_temperature": "K"}
     for name in ("rmse", "acc"):
         for ch in ("geopotential_500", "2m_temperature"):
             lines = (out / "plots" / f"{name}_{ch}.csv").read_text().splitlines()

@@ -10,14 +10,17 @@ steps of train.lead_hours up to evaluate.max_lead_hours. Three forecasts are sco
   climatology  the day-of-year x hour climatology of the train split (climatology.py)
 Scores (metrics.py): RMSE, bias, ACC, per channel (a level is a channel: geopotential_500) and lead.
 
-Outputs in --out (metrics files hold numbers only and are byte-identical across identical reruns):
+Outputs in --out (metrics files hold numbers only and are byte-identical across identical reruns; a score that is
+undefined, such as the ACC of the climatology forecast, is null in JSON and empty in CSV, never 0):
   metrics.json          rmse / acc / bias [channel][forecast]["<lead>h"] at evaluate.key_leads_hours, and
                         skill_vs_persistence / skill_vs_climatology [channel]["<lead>h"] = 1 - RMSE_model / RMSE_ref
-  per_lead.csv          lead_hours, channel, forecast, rmse, acc, bias (every lead, channel and forecast)
+  per_lead.csv          lead_hours, channel, forecast, rmse, acc, bias, units (every lead, channel and forecast;
+                        `units` are those of rmse and bias, ACC has none)
   plots/rmse_<ch>.csv   lead_hours, model, persistence, climatology (headline channels; for `dvc plots`)
   plots/acc_<ch>.csv    the same for ACC
   maps/<ch>_<lead>h.png truth / forecast / error from the first test initial time
-  evaluation.json       what was evaluated (channels, leads, initial times, the model's own provenance) for the report
+  evaluation.json       what was evaluated (channels and their units, leads, initial times, the model's own
+                        provenance) for the report
   provenance.json       commit, dirty flag, params hash, input hashes, versions, hardware of this run
 """
 
@@ -35,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cliargs, figures, metrics
+from . import cliargs, figures, metrics, units
 from .errors import EvaluationError
 from .fileio import atomic_path, atomic_write_text
 from .inference import HOUR, ShardReader
@@ -193,11 +196,12 @@ def per_lead_csv(scores: Scores) -> str:
     rows = []
     for i, h in enumerate(scores.leads_hours):
         for ci, ch in enumerate(scores.channels):
+            var = units.variable(ch)
+            unit = var.units if var else ""
             for f in FORECASTS:
-                rows.append(
-                    [h, ch, f, _fmt(scores.rmse[f][i, ci]), _fmt(scores.acc[f][i, ci]), _fmt(scores.bias[f][i, ci])]
-                )
-    return _csv(rows, ["lead_hours", "channel", "forecast", "rmse", "acc", "bias"])
+                values = [_fmt(getattr(scores, name)[f][i, ci]) for name in SCORES]
+                rows.append([h, ch, f, *values, unit])
+    return _csv(rows, ["lead_hours", "channel", "forecast", *SCORES, "units"])
 
 
 def curve_csv(scores: Scores, name: str, channel: str) -> str:
@@ -217,7 +221,8 @@ def write_maps(out: Path, scores: Scores, latitude, longitude) -> list[dict]:
         for (ch, lead), pair in sorted(scores.maps.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
             name = f"{ch}_{lead}h.png"
             truth, forecast = pair["truth"], pair["forecast"]
-            figures.draw_map(tmp / name, latitude, longitude, truth, forecast, ch, lead, scores.map_init)
+            figures.draw_map(tmp / name, latitude, longitude, truth, forecast, ch, lead, scores.map_init,
+                             units.symbol(ch))  # fmt: skip
             map_files.append({"channel": ch, "lead_hours": lead, "file": f"maps/{name}"})
     return map_files
 
@@ -244,6 +249,7 @@ def write_results(
                 (tmp / f"{name}_{ch}.csv").write_text(curve_csv(scores, name, ch))
     summary = {
         "channels": scores.channels,
+        "units": {ch: units.symbol(ch) for ch in scores.channels},
         "headline": list(headline),
         "key_leads_hours": list(key_leads),
         "leads_hours": scores.leads_hours,
@@ -367,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     for ch in p.headline:
         row = ", ".join(f"{h}: {v}" for h, v in result["rmse"][ch]["model"].items())
-        print(f"evaluate: RMSE {ch} (model) {row}", file=sys.stderr)
+        print(f"evaluate: RMSE {ch} (model, {units.symbol(ch)}) {row}", file=sys.stderr)
     print(f"evaluate: wrote {out}/metrics.json, per_lead.csv, plots/, maps/, provenance.json", file=sys.stderr)
     return 0
 

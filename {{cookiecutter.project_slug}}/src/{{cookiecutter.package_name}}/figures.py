@@ -34,8 +34,9 @@ def png_base64(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def draw_map(path: Path, latitude, longitude, truth, forecast, channel: str, lead: int, init: str) -> None:
-    """Truth | forecast | error panels on plain lat/lon axes (no coastlines: no map data to download)."""
+def draw_map(path: Path, latitude, longitude, truth, forecast, channel: str, lead: int, init: str, unit: str) -> None:
+    """Truth | forecast | error panels on plain lat/lon axes (no coastlines: no map data to download); colour bars
+    in `unit`."""
     plt = _pyplot()
     error = forecast - truth
     lo, hi = float(min(truth.min(), forecast.min())), float(max(truth.max(), forecast.max()))
@@ -55,35 +56,36 @@ def draw_map(path: Path, latitude, longitude, truth, forecast, channel: str, lea
         ax.set_ylim(-90, 90)
         ax.set_yticks([-90, -45, 0, 45, 90])
         ax.set_xticks([0, 90, 180, 270, 360])
-        fig.colorbar(mesh, ax=ax, shrink=0.8)
+        fig.colorbar(mesh, ax=ax, shrink=0.8, label=unit)
     axes[0].set_ylabel("latitude (deg N)")
     fig.suptitle(f"{channel}, lead {lead} h, initialized {init}")
     fig.savefig(path, dpi=90, metadata={"Software": None})
     plt.close(fig)
 
 
-def curves_figure(table: dict, channel: str) -> str:
-    """RMSE and ACC vs lead for one channel, the three forecasts as lines (like the WB2 headline figures).
+def curves_figure(table: dict, channel: str, unit: str) -> str:
+    """RMSE, ACC and bias vs lead for one channel, the three forecasts as lines (like the WB2 headline figures).
 
-    `table[channel][forecast]` = [(lead_hours, rmse, acc, bias)] in lead order (None where undefined).
+    `table[channel][forecast]` = [(lead_hours, rmse, acc, bias)] in lead order (None where undefined: not drawn).
     """
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4), constrained_layout=True)
-    for ax, (col, label) in zip(axes, ((1, "RMSE"), (2, "ACC")), strict=True):
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.4), constrained_layout=True)
+    panels = ((1, "RMSE", f"RMSE ({unit})"), (2, "ACC", "ACC (dimensionless)"), (3, "bias", f"bias ({unit})"))
+    leads = [r[0] for r in table[channel].get("model", [])]
+    for ax, (col, title, ylabel) in zip(axes, panels, strict=True):
         for f in FORECASTS:
             rows = [r for r in table[channel].get(f, []) if r[col] is not None]
-            if not rows:
-                continue
-            color, dash = STYLE[f]
-            ax.plot([r[0] for r in rows], [r[col] for r in rows], dash, color=color, marker="o", ms=3, label=f)
+            if rows:
+                color, dash = STYLE[f]
+                ax.plot([r[0] for r in rows], [r[col] for r in rows], dash, color=color, marker="o", ms=3, label=f)
         ax.set_xlabel("lead time (h)")
-        ax.set_ylabel(label)
-        ax.set_title(f"{channel}: {label}")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{channel}: {title}")
         ax.grid(alpha=0.3)
-        leads = [r[0] for r in table[channel].get("model", [])]
         if leads:
             ax.set_xlim(0, max(leads) * 1.02)
     axes[0].set_ylim(bottom=0)
+    axes[2].axhline(0.0, color="#333", lw=0.8)
     axes[0].legend(frameon=False)
     return png_base64(fig)
 
@@ -91,20 +93,21 @@ def curves_figure(table: dict, channel: str) -> str:
 def training_figure(log: list[dict[str, float | None]]) -> str:
     """Loss, learning rate, gradient norm and throughput against the optimizer step (rows of train_log.csv)."""
     plt = _pyplot()
-    columns = [
-        ("loss", "training loss", True),
-        ("lr", "learning rate", False),
-        ("grad_norm", "gradient norm", True),
-        ("samples_per_s", "samples / s", False),
+    columns = [  # column, title, y label (units), log scale
+        ("loss", "training loss", "loss (normalized units)", True),
+        ("lr", "learning rate", "learning rate", False),
+        ("grad_norm", "gradient norm", "norm (normalized units)", True),
+        ("samples_per_s", "throughput", "samples s⁻¹", False),
     ]
     fig, axes = plt.subplots(1, 4, figsize=(13, 2.9), constrained_layout=True)
-    for ax, (col, label, logy) in zip(axes, columns, strict=True):
+    for ax, (col, label, ylabel, logy) in zip(axes, columns, strict=True):
         pts = [(r["step"], r[col]) for r in log if r.get("step") is not None and r.get(col) is not None]
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], color="#1f4e9c", lw=1.2)
             if logy and all(p[1] > 0 for p in pts):
                 ax.set_yscale("log")
         ax.set_title(label)
-        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.set_xlabel("optimizer step")
         ax.grid(alpha=0.3)
     return png_base64(fig)

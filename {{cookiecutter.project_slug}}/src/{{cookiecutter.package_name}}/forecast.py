@@ -21,17 +21,10 @@ from . import cliargs
 from .errors import EvaluationError
 from .fileio import atomic_path
 from .inference import HOUR, ShardReader, check_grid, deterministic, load_forecaster, rollout
+from .units import split_channel
 
 # ----------------------------------------------------------------------------------------------------------------
 # WB2 layout
-
-
-def split_channel(name: str) -> tuple[str, int | None]:
-    """'geopotential_500' -> ('geopotential', 500); '2m_temperature' -> ('2m_temperature', None)."""
-    head, sep, tail = name.rpartition("_")
-    if sep and head and tail.isdigit():
-        return head, int(tail)
-    return name, None
 
 
 def to_wb2_dataset(

@@ -168,7 +168,11 @@ def rollout(
 ) -> Iterator[np.ndarray]:
     """Yield the physical states (B, C, H, W) float32 at leads 1..n_steps model steps after `init_times`.
 
-    Each step sees the forcings of its input time (init + (s-1) x lead), as in training.
+    Each step sees the forcings of its input time (init + (s-1) x lead), as in training. The model runs on one
+    initial time at a time: CPU convolutions (oneDNN) block their float32 sums by batch size, so a batch of 8
+    and a batch of 1 differ in the last bits (~3 % of grid points after one step, more later). One sample per
+    call makes a forecast independent of the batch it was computed in: `forecast` (one initial time) exports
+    bitwise the states `evaluate` (evaluate.batch_size of them) scores. Batching still groups the reads.
     """
     import torch
 
@@ -187,7 +191,7 @@ def rollout(
             forcing = torch.as_tensor(
                 forcing_fields(input_times, latitude, longitude), dtype=torch.float32, device=device
             )
-            z = rollout_step(model, z, forcing, scale)
+            z = torch.cat([rollout_step(model, z[i : i + 1], forcing[i : i + 1], scale) for i in range(len(z))])
             yield np.asarray(normalizer.denormalize(z.detach().cpu().numpy()), dtype=np.float32)
 
 

@@ -18,12 +18,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import cliargs, figures
+from . import cliargs, figures, units
 from .errors import EvaluationError
 from .fileio import atomic_path
+from .scorecard import UNDEFINED, colour, fmt, scorecard
 
-FORECASTS = figures.FORECASTS
-REFERENCES = ("persistence", "climatology")
 TEMPLATE = "report.html.j2"
 
 
@@ -84,52 +83,11 @@ def load_results(results: Path) -> dict:
 # What the page shows
 
 
-def fmt(value: float | None, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
-        return f"{value:.3e}"
-    return f"{value:.{digits}g}"
-
-
 def _ordered_channels(table: dict, ev: dict) -> list[str]:
     """Headline channels first, then the others in the evaluation's order."""
     headline = [c for c in ev.get("headline", []) if c in table]
     channels = ev.get("channels") or sorted(table)
     return headline + [c for c in channels if c not in headline and c in table]
-
-
-def _reference_cell(m: float | None, r: float | None, lower_better: bool) -> dict:
-    if m is None or r is None:
-        return {"text": fmt(r), "cls": "", "delta": ""}
-    better = m < r if lower_better else m > r
-    if lower_better:
-        delta = f"model {100.0 * (m - r) / r:+.1f}%" if r else ""
-    else:
-        delta = f"model {m - r:+.3f}"
-    return {"text": fmt(r), "cls": "good" if better else "bad", "delta": delta}
-
-
-def scorecard(results: dict) -> list[dict]:
-    """RMSE and ACC tables: rows channels, per key lead the model and both references, references coloured
-    green where the model beats them and red where it does not."""
-    table, ev = results["table"], results["evaluation"]
-    channels = _ordered_channels(table, ev)
-    leads = ev.get("key_leads_hours") or sorted({r[0] for r in table[channels[0]]["model"]})
-    tables = []
-    for col, metric, lower_better in ((1, "RMSE", True), (2, "ACC", False)):
-        rows = []
-        for ch in channels:
-            values = {f: {r[0]: r[col] for r in table[ch].get(f, [])} for f in FORECASTS}
-            cells = []
-            for h in leads:
-                m = values["model"].get(h)
-                cells.append({"text": fmt(m), "cls": "model", "delta": ""})
-                cells += [_reference_cell(m, values[ref].get(h), lower_better) for ref in REFERENCES]
-            rows.append({"channel": ch, "cells": cells})
-        caption = "physical units; lower" if lower_better else "anomaly correlation; higher"
-        tables.append({"metric": metric, "caption": f"{metric} ({caption} is better)", "leads": leads, "rows": rows})
-    return tables
 
 
 def _short(value: Any, n: int = 12) -> str:
@@ -223,6 +181,8 @@ def context(results: dict) -> dict:
     """Everything the template shows, as plain values (the template only lays them out)."""
     ev, table, stamp = results["evaluation"], results["table"], results["provenance"] or {}
     headline = [c for c in ev.get("headline", []) if c in table] or sorted(table)[:3]
+    channels = _ordered_channels(table, ev)
+    leads = ev.get("key_leads_hours") or sorted({r[0] for r in table[channels[0]]["model"]})
     maps = []
     for entry in ev.get("maps", []):
         path = results["dir"] / entry["file"]
@@ -237,8 +197,10 @@ def context(results: dict) -> dict:
         "commit": _short(stamp.get("commit"), 10),
         "diff_sha256": _short(stamp.get("diff_sha256")),
         "params_sha256": _short(stamp.get("params_sha256")),
-        "scorecard": scorecard(results),
-        "curves": [{"channel": ch, "png": figures.curves_figure(table, ch)} for ch in headline],
+        "scorecard": scorecard(table, channels, leads),
+        "undefined": UNDEFINED,
+        "swatches": {"better": colour("RMSE", -25.0), "worse": colour("RMSE", 25.0)},
+        "curves": [{"channel": ch, "png": figures.curves_figure(table, ch, units.symbol(ch))} for ch in headline],
         "maps": maps,
         "map_init": str(ev.get("map_init", "?")),
         "training": {
