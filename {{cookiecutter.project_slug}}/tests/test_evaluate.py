@@ -16,7 +16,8 @@ HEADLINE = ["geopotential_500", "2m_temperature"]
 
 @pytest.fixture(scope="module")
 def mods(pkg_name):
-    return {name: importlib.import_module(f"{pkg_name}.{name}") for name in ("evaluate", "climatology", "inference")}
+    names = ("evaluate", "results", "climatology", "inference")
+    return {name: importlib.import_module(f"{pkg_name}.{name}") for name in names}
 
 
 @pytest.fixture(scope="module")
@@ -120,10 +121,10 @@ def _walk_numbers(obj):
 
 
 def test_results_files(tiny, oracle, mods, shards, tmp_path):
-    ev = mods["evaluate"]
+    res = mods["results"]
     _, _, _, scores = _score_with(mods, shards, oracle)
     out = tmp_path / "results"
-    ev.write_results(out, scores, HEADLINE, [6, 24, 72], tiny.LAT, tiny.LON, {"lead_hours": 6})
+    res.write_results(out, scores, HEADLINE, [6, 24, 72], tiny.LAT, tiny.LON, {"lead_hours": 6})
     result = json.loads((out / "metrics.json").read_text())
     # numbers, except the undefined climatology ACC: null, never a made-up 0
     acc_clim = [result["acc"][ch].pop("climatology") for ch in tiny.CHANNELS]
@@ -148,16 +149,27 @@ def test_results_files(tiny, oracle, mods, shards, tmp_path):
             assert lines[0] == "lead_hours,model,persistence,climatology" and len(lines) == 5
     assert sorted(p.name for p in (out / "maps").iterdir()) == ["geopotential_500_12h.png", "geopotential_500_24h.png"]
     first = (out / "metrics.json").read_bytes(), (out / "per_lead.csv").read_bytes()
-    ev.write_results(out, scores, HEADLINE, [6, 24, 72], tiny.LAT, tiny.LON, {"lead_hours": 6})
+    res.write_results(out, scores, HEADLINE, [6, 24, 72], tiny.LAT, tiny.LON, {"lead_hours": 6})
     assert ((out / "metrics.json").read_bytes(), (out / "per_lead.csv").read_bytes()) == first
 
 
 def test_rounding_is_stable(mods):
-    rounded = mods["evaluate"].rounded
+    rounded = mods["results"].rounded
     assert rounded(1.23456789) == 1.23457
     assert rounded(-0.0) == 0.0 and str(rounded(-1e-30 * 0)) == "0.0"
     assert rounded(float("nan")) is None
     assert rounded(123456789.0) == 123457000.0
+
+
+def test_initial_times_at_00z_and_12z(mods, shards):
+    reader = mods["inference"].ShardReader(shards)
+    # a split starting at 06Z: the first initial time is 12Z, then every 12 h
+    inits = mods["evaluate"].test_inits(reader, ("2001-01-10T06:00", "2001-01-20T18:00"), 12, 6, 4)
+    assert inits[0] == np.datetime64("2001-01-10T12:00") and inits[-1] == np.datetime64("2001-01-19T12:00")
+    assert set((inits.astype("datetime64[h]").astype(int) % 24).tolist()) == {0, 12} and len(inits) == 19
+    # a spacing that does not divide a day starts at the split's first time
+    inits = mods["evaluate"].test_inits(reader, ("2001-01-10T06:00", "2001-01-20T18:00"), 18, 6, 4)
+    assert inits[0] == np.datetime64("2001-01-10T06:00") and inits[1] == np.datetime64("2001-01-11T00:00")
 
 
 def test_test_split_too_short(tiny, mods, shards):
@@ -211,3 +223,72 @@ def test_evaluate_rejects_unknown_headline(pkg_name, tiny, mods, shards, tmp_pat
     )
     with pytest.raises(ValueError, match=r"evaluate.headline.*geopotential_300.*Fix"):
         mods["evaluate"].main([*tiny.argv(files), "--out", "results"])
+
+
+def _recomputed_rmse(forecast, truth, lead_hours: int, var: str, level=None) -> float:
+    """RMSE of a WB2 forecast against WB2 truth, from the files alone: valid-time alignment, cell-area weights from
+    the latitudes (bounds at midpoints and the poles), square root of the time-mean of the weighted MSE."""
+    fc = forecast[var].sel(prediction_timedelta=np.timedelta64(lead_hours, "h"))
+    obs = truth[var].sel(time=fc["time"].values + np.timedelta64(lead_hours, "h"))
+    if level is not None:
+        fc, obs = fc.sel(level=level), obs.sel(level=level)
+    lat = np.deg2rad(forecast["latitude"].values)
+    bounds = np.concatenate([[-np.pi / 2], (lat[1:] + lat[:-1]) / 2, [np.pi / 2]])
+    w = np.diff(np.sin(bounds))
+    err2 = (fc.values.astype(np.float64) - obs.values.astype(np.float64)) ** 2  # (time, lat, lon)
+    mse = (err2.mean(axis=-1) * w).sum(axis=-1) / w.sum()
+    return float(np.sqrt(mse.mean()))
+
+
+def test_evaluate_exports_what_it_scores_in_wb2_layout(pkg_name, tiny, mods, shards, tmp_path, monkeypatch):
+    import xarray as xr
+
+    monkeypatch.chdir(tmp_path)
+    files = tiny.build_project(pkg_name, tmp_path, shards)
+    files["params"].write_text(files["params"].read_text().replace("init_every_hours: 24", "init_every_hours: 12"))
+    assert mods["evaluate"].main([*tiny.argv(files), "--out", "results"]) == 0
+    result = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    wb2 = tmp_path / "results" / "wb2"
+    assert sorted(p.name for p in wb2.iterdir()) == ["climatology.zarr", "forecast.zarr", "truth.zarr"]
+    assert all((wb2 / name / ".zgroup").exists() for name in ("climatology.zarr", "forecast.zarr", "truth.zarr"))
+    fc, truth, clim = (xr.open_zarr(wb2 / f"{name}.zarr") for name in ("forecast", "truth", "climatology"))
+    assert fc.sizes["time"] == result["n_inits"] == 28  # 00Z and 12Z
+    assert set((fc["time"].values.astype("datetime64[h]").astype(int) % 24).tolist()) == {0, 12}
+    assert (fc["prediction_timedelta"].values / np.timedelta64(1, "h")).tolist() == [0, 6, 12, 18, 24]
+    assert fc["geopotential"].attrs["standard_name"] == "geopotential" and truth["2m_temperature"].attrs["units"] == "K"
+    assert clim["geopotential"].dims == ("dayofyear", "hour", "level", "latitude", "longitude")
+    # lead 0 is the truth at the initial time
+    np.testing.assert_array_equal(fc["geopotential"].isel(prediction_timedelta=0).values,
+                                  truth["geopotential"].sel(time=fc["time"].values).values)  # fmt: skip
+    rounded = mods["results"].rounded
+    for var, level, ch in (("geopotential", 500, "geopotential_500"), ("2m_temperature", None, "2m_temperature")):
+        for lead in (6, 24):
+            assert rounded(_recomputed_rmse(fc, truth, lead, var, level)) == result["rmse"][ch]["model"][f"{lead}h"]
+        # the climatology forecast, recomputed from the exported climatology (WB2: select by day of year and hour)
+        valid = fc["time"].values + np.timedelta64(24, "h")
+        days, hours = xr.DataArray(valid, dims="time").dt.dayofyear, xr.DataArray(valid, dims="time").dt.hour
+        c = clim[var].sel(dayofyear=days, hour=hours).assign_coords(time=fc["time"].values)
+        c = c.expand_dims(prediction_timedelta=[np.timedelta64(24, "h")]).transpose("time", "prediction_timedelta", ...)
+        as_forecast = xr.Dataset({var: c})
+        assert rounded(_recomputed_rmse(as_forecast, truth, 24, var, level)) == result["rmse"][ch]["climatology"]["24h"]
+    # and the `forecast` command exports the same states, bit for bit
+    init = str(fc["time"].values[5])
+    assert importlib.import_module(f"{pkg_name}.forecast").main(
+        ["--init", init, "--steps", "4", *tiny.argv(files), "--out", "one.zarr"]) == 0  # fmt: skip
+    with xr.open_zarr(tmp_path / "one.zarr") as one:
+        for var in fc.data_vars:
+            np.testing.assert_array_equal(one[var].values[0], fc[var].values[5])
+    for ds in (fc, truth, clim):
+        ds.close()
+
+
+def test_export_off_leaves_no_stale_export(pkg_name, tiny, mods, shards, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    files = tiny.build_project(pkg_name, tmp_path, shards)
+    assert mods["evaluate"].main([*tiny.argv(files), "--out", "results"]) == 0
+    assert (tmp_path / "results" / "wb2" / "forecast.zarr").is_dir()
+    first = (tmp_path / "results" / "metrics.json").read_bytes()
+    files["params"].write_text(files["params"].read_text() + "  export_forecast: false\n")
+    assert mods["evaluate"].main([*tiny.argv(files), "--out", "results"]) == 0
+    assert list((tmp_path / "results" / "wb2").iterdir()) == []  # no stale export of the earlier run
+    assert (tmp_path / "results" / "metrics.json").read_bytes() == first  # exporting does not change the scores

@@ -15,85 +15,100 @@ def fc(pkg_name):
     return importlib.import_module(f"{pkg_name}.forecast")
 
 
-def _dataset(fc):
+@pytest.fixture(scope="module")
+def export(pkg_name):
+    return importlib.import_module(f"{pkg_name}.export")
+
+
+def _write_store(export, path, fail_after: int | None = None):
+    """States (init, lead, channel, lat, lon) written lead by lead into a forecast store (raising midway if asked)."""
     rng = np.random.default_rng(0)
-    states = rng.normal(size=(2, 3, len(CHANNELS), 4, 8)).astype(np.float32)  # (init, lead, channel, lat, lon)
-    inits = np.array(["2001-02-01T00", "2001-02-02T00"], dtype="datetime64[ns]")
+    states = rng.normal(size=(2, 3, len(CHANNELS), 4, 8)).astype(np.float32)
+    inits = np.array(["2001-02-01T00", "2001-02-01T12"], dtype="datetime64[ns]")
     lat, lon = np.array([-67.5, -22.5, 22.5, 67.5]), np.arange(8) * 45.0
-    return states, fc.to_wb2_dataset(states, CHANNELS, inits, [6, 12, 18], lat, lon, {"source": "test"})
+    with export.forecast_store(path, CHANNELS, inits, [0, 6, 12], lat, lon, {"source": "test"}) as store:
+        for lead in range(3):
+            if lead == fail_after:
+                raise OSError("disk full")
+            store.write((slice(0, 2), lead), states[:, lead])
+    return states
 
 
-@pytest.mark.parametrize("suffix", [".zarr", ".nc"])
-def test_forecast_file_round_trips_with_wb2_names_and_dims(fc, tmp_path, suffix):
+def test_forecast_store_round_trips_with_wb2_names_dims_and_cf_attributes(export, tmp_path):
     import xarray as xr
+    import zarr
 
-    states, ds = _dataset(fc)
-    path = fc.write_dataset(ds, tmp_path / f"forecast{suffix}")
-    back = xr.open_zarr(path, consolidated=False) if suffix == ".zarr" else xr.open_dataset(path)
-    assert set(back.data_vars) == {"geopotential", "temperature", "2m_temperature", "mean_sea_level_pressure"}
-    assert back["geopotential"].dims == ("time", "prediction_timedelta", "level", "latitude", "longitude")
-    assert back["2m_temperature"].dims == ("time", "prediction_timedelta", "latitude", "longitude")
-    assert back["level"].values.tolist() == [500, 850]
-    assert back["prediction_timedelta"].dtype.kind == "m"
-    assert (back["prediction_timedelta"].values / np.timedelta64(1, "h")).tolist() == [6, 12, 18]
-    assert back["time"].values[0] == np.datetime64("2001-02-01T00")
-    np.testing.assert_array_equal(back["geopotential"].sel(level=850).values, states[:, :, 1])
-    np.testing.assert_array_equal(back["temperature"].sel(level=850).values, states[:, :, 2])
-    assert np.isnan(back["temperature"].sel(level=500).values).all()  # not a channel: missing, not zero
-    np.testing.assert_array_equal(back["2m_temperature"].values, states[:, :, 3])
-    # valid time of WB2's convention
-    valid = back["time"] + back["prediction_timedelta"]
-    assert valid.values[1, 2] == np.datetime64("2001-02-02T18")
-    back.close()
+    path = tmp_path / "forecast.zarr"
+    states = _write_store(export, path)
+    assert (path / ".zgroup").exists() and (path / ".zmetadata").exists()  # zarr format 2, consolidated
+    assert zarr.open_group(path, mode="r", zarr_format=2)["geopotential"].shape == (2, 3, 2, 4, 8)
+    with xr.open_zarr(path) as back:
+        assert set(back.data_vars) == {"geopotential", "temperature", "2m_temperature", "mean_sea_level_pressure"}
+        assert back["geopotential"].dims == ("time", "prediction_timedelta", "level", "latitude", "longitude")
+        assert back["2m_temperature"].dims == ("time", "prediction_timedelta", "latitude", "longitude")
+        assert back["level"].values.tolist() == [500, 850]
+        assert (back["prediction_timedelta"].values / np.timedelta64(1, "h")).tolist() == [0, 6, 12]
+        assert back["time"].values.tolist() == [np.datetime64("2001-02-01T00", "ns").astype(int),
+                                                 np.datetime64("2001-02-01T12", "ns").astype(int)]  # fmt: skip
+        np.testing.assert_array_equal(back["geopotential"].sel(level=850).values, states[:, :, 1])
+        np.testing.assert_array_equal(back["temperature"].sel(level=850).values, states[:, :, 2])
+        assert np.isnan(back["temperature"].sel(level=500).values).all()  # not a channel: missing, not zero
+        np.testing.assert_array_equal(back["2m_temperature"].values, states[:, :, 3])
+        valid = back["time"] + back["prediction_timedelta"]  # WB2's convention
+        assert valid.values[1, 2] == np.datetime64("2001-02-02T00")
+        # CF attributes
+        assert back["geopotential"].attrs == {"units": "m2 s-2", "long_name": "geopotential",
+                                              "standard_name": "geopotential"}  # fmt: skip
+        assert back["mean_sea_level_pressure"].attrs["standard_name"] == "air_pressure_at_mean_sea_level"
+        assert back["latitude"].attrs["units"] == "degrees_north" and back["level"].attrs["units"] == "hPa"
+        assert back["time"].attrs["standard_name"] == "forecast_reference_time"
+        assert back["prediction_timedelta"].attrs["standard_name"] == "forecast_period"
+        assert back.attrs["Conventions"] == "CF-1.8" and back.attrs["source"] == "test"
 
 
-def test_unknown_output_format(fc, tmp_path):
-    _, ds = _dataset(fc)
-    with pytest.raises(ValueError, match=r"\.zarr or \.nc"):
-        fc.write_dataset(ds, tmp_path / "forecast.grib")
+def test_a_failed_export_keeps_the_previous_file(export, tmp_path):
+    path = tmp_path / "forecast.zarr"
+    _write_store(export, path)
+    before = {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    with pytest.raises(OSError, match="disk full"):
+        _write_store(export, path, fail_after=1)
+    assert {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["forecast.zarr"]  # no temporary left behind
 
 
-def test_forecast_cli_writes_a_wb2_file(pkg_name, tiny, tiny_shards, fc, tmp_path, monkeypatch):
+def test_forecast_cli_writes_one_wb2_file_for_all_initial_times(pkg_name, tiny, tiny_shards, fc, tmp_path,
+                                                                 monkeypatch):  # fmt: skip
     import xarray as xr
 
     inference = importlib.import_module(f"{pkg_name}.inference")
     monkeypatch.chdir(tmp_path)
     files = tiny.build_project(pkg_name, tmp_path, tiny_shards)
-    common = tiny.argv(files)
-    assert fc.main(["--init", "2001-01-06T00:00", "--steps", "3", *common, "--out", "fc.nc"]) == 0
-    assert fc.main(["--init", "2001-01-06T00:00", "--steps", "3", *common, "--out", "fc.zarr"]) == 0
+    inits = ["2001-01-06T00:00", "2001-01-06T12:00"]
+    common = ["--init", *inits, "--steps", "3", *tiny.argv(files)]
+    assert fc.main([*common, "--out", "fc.nc"]) == 0
+    assert fc.main([*common, "--out", "fc.zarr"]) == 0
     nc, zr = xr.open_dataset(tmp_path / "fc.nc"), xr.open_zarr(tmp_path / "fc.zarr")
     for ds in (nc, zr):
         assert ds["geopotential"].dims == ("time", "prediction_timedelta", "level", "latitude", "longitude")
         assert ds["2m_temperature"].dims == ("time", "prediction_timedelta", "latitude", "longitude")
-        assert ds.sizes["prediction_timedelta"] == 3 and ds["level"].values.tolist() == [500, 850]
+        assert ds.sizes["time"] == 2 and ds.sizes["prediction_timedelta"] == 4  # leads 0, 6, 12, 18 h
+        assert ds["level"].values.tolist() == [500, 850] and ds["2m_temperature"].attrs["units"] == "K"
         assert np.isfinite(ds["geopotential"].values).all()
     np.testing.assert_array_equal(nc["geopotential"].values, zr["geopotential"].values)
-    # the same rollout as evaluate's: its first step equals one rollout_step of the model from the init state
     reader = inference.ShardReader(tiny_shards)
+    init = np.array(inits, dtype="datetime64[ns]")
+    # lead 0 is the initial state; lead 6 h one rollout step of the model, as evaluate computes it
+    np.testing.assert_array_equal(nc["2m_temperature"].values[:, 0], reader.read(init)[:, 2])
     model, _, norm = inference.load_forecaster(files["model"])
-    init = np.array(["2001-01-06T00:00"], dtype="datetime64[ns]")
     first = next(inference.rollout(model, norm, reader.read(init), init, 1, 6, reader.latitude, reader.longitude))
-    np.testing.assert_array_equal(nc["2m_temperature"].values[0, 0], first[0, 2])
+    np.testing.assert_array_equal(nc["2m_temperature"].values[:, 1], first[:, 2])
     nc.close()
+    zr.close()
     with pytest.raises(ValueError, match="no time step 2005-01-01"):
-        fc.main(["--init", "2005-01-01", "--steps", "1", *common, "--out", "x.nc"])
-    assert not (tmp_path / "x.nc").exists()
-
-
-def test_a_failed_export_keeps_the_previous_file(fc, tmp_path, monkeypatch):
-    _, ds = _dataset(fc)
-    path = fc.write_dataset(ds, tmp_path / "forecast.zarr")
-    before = sorted(p.relative_to(path) for p in path.rglob("*"))
-
-    def broken(*args, **kwargs):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(type(ds), "to_zarr", broken)
-    with pytest.raises(OSError, match="disk full"):
-        fc.write_dataset(ds, path)
-    assert sorted(p.relative_to(path) for p in path.rglob("*")) == before
-    assert [p.name for p in tmp_path.iterdir()] == ["forecast.zarr"]  # no temporary left behind
+        fc.main(["--init", "2005-01-01", "--steps", "1", *tiny.argv(files), "--out", "x.nc"])
+    with pytest.raises(ValueError, match=r"\.zarr or \.nc"):
+        fc.main(["--init", inits[0], "--steps", "1", *tiny.argv(files), "--out", "x.grib"])
+    assert not (tmp_path / "x.nc").exists() and not (tmp_path / "x.grib").exists()
 
 
 def test_one_grid_check_with_one_tolerance(pkg_name):
@@ -144,8 +159,9 @@ def test_exported_forecast_is_bitwise_what_evaluate_scored(pkg_name, tiny, tiny_
         exported = np.stack(
             [ds["geopotential"].sel(level=500).values[0], ds["geopotential"].sel(level=850).values[0],
              ds["2m_temperature"].values[0]], axis=1)  # fmt: skip
-    np.testing.assert_array_equal(exported, np.stack(scored[chosen]))
-    assert exported.dtype == np.float32 and not np.array_equal(exported[0], reader.read(inits[2:3])[0])
+    np.testing.assert_array_equal(exported[1:], np.stack(scored[chosen]))
+    np.testing.assert_array_equal(exported[0], reader.read(inits[2:3])[0])  # lead 0: the initial state
+    assert exported.dtype == np.float32 and not np.array_equal(exported[1], exported[0])
 
 
 def test_rollout_does_not_depend_on_the_batch(pkg_name, tiny, tiny_shards, tmp_path):

@@ -29,7 +29,7 @@ SECTIONS = ["scorecard", "curves", "maps", "training", "provenance"]
 
 def make_results(pkg_name: str, out: Path, with_train_log: bool = True) -> Path:
     """A results/ directory as evaluate writes it, from made-up but plausible scores."""
-    ev = importlib.import_module(f"{pkg_name}.evaluate")
+    res = importlib.import_module(f"{pkg_name}.results")
     prov = importlib.import_module(f"{pkg_name}.provenance")
     leads = [6 * (i + 1) for i in range(12)]
     grow = np.sqrt(np.array(leads, dtype=float) / 6.0)[:, None]
@@ -49,7 +49,7 @@ def make_results(pkg_name: str, out: Path, with_train_log: bool = True) -> Path:
         for ch, s in (("geopotential_500", 900.0), ("2m_temperature", 3.0))
         for h in (24, 72)
     }
-    scores = ev.Scores(CHANNELS, leads, 40, rmse, acc, bias, maps, "2001-02-01T00:00")
+    scores = res.Scores(CHANNELS, leads, 40, rmse, acc, bias, maps, "2001-02-01T00:00")
     info = {
         "init_times": ["2001-02-01T00:00", "2001-03-11T00:00"],
         "init_every_hours": 24,
@@ -61,7 +61,7 @@ def make_results(pkg_name: str, out: Path, with_train_log: bool = True) -> Path:
         "model_step": 1200,
         "model_provenance": {"commit": "0123456789abcdef", "dirty": False, "params_sha256": "ab" * 32},
     }
-    ev.write_results(
+    res.write_results(
         out, scores, ["geopotential_500", "temperature_850", "2m_temperature"], [6, 24, 72], lat, lon, info
     )
     prov.write_provenance(out / "provenance.json", params={"seed": 0}, command="evaluate (test)")

@@ -10,63 +10,36 @@ steps of train.lead_hours up to evaluate.max_lead_hours. Three forecasts are sco
   climatology  the day-of-year x hour climatology of the train split (climatology.py)
 Scores (metrics.py): RMSE, bias, ACC, per channel (a level is a channel: geopotential_500) and lead.
 
-Outputs in --out (metrics files hold numbers only and are byte-identical across identical reruns; a score that is
-undefined, such as the ACC of the climatology forecast, is null in JSON and empty in CSV, never 0):
-  metrics.json          rmse / acc / bias [channel][forecast]["<lead>h"] at evaluate.key_leads_hours, and
-                        skill_vs_persistence / skill_vs_climatology [channel]["<lead>h"] = 1 - RMSE_model / RMSE_ref
-  per_lead.csv          lead_hours, channel, forecast, rmse, acc, bias, units (every lead, channel and forecast;
-                        `units` are those of rmse and bias, ACC has none)
-  plots/rmse_<ch>.csv   lead_hours, model, persistence, climatology (headline channels; for `dvc plots`)
-  plots/acc_<ch>.csv    the same for ACC
-  maps/<ch>_<lead>h.png truth / forecast / error from the first test initial time
-  evaluation.json       what was evaluated (channels and their units, leads, initial times, the model's own
-                        provenance) for the report
+Outputs in --out: the results files (results.py: metrics.json, per_lead.csv, plots/, maps/, evaluation.json), and
+  wb2/                  forecast.zarr, truth.zarr, climatology.zarr in WB2 layout with CF attributes, zarr
+                        format 2 (export.py): exactly the states scored; empty when evaluate.export_forecast is false
   provenance.json       commit, dirty flag, params hash, input hashes, versions, hardware of this run
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
-import math
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import cliargs, figures, metrics, units
+from . import cliargs, metrics, units
 from .errors import EvaluationError
-from .fileio import atomic_path, atomic_write_text
 from .inference import HOUR, ShardReader
-
-FORECASTS = ("model", "persistence", "climatology")
-SCORES = ("rmse", "acc", "bias")
-SIGNIFICANT = 6  # digits kept in metrics files: enough for any comparison, and stable across reruns
-
-
-@dataclass
-class Scores:
-    """Time-mean scores: rmse/acc/bias[forecast] is an array (lead, channel)."""
-
-    channels: list[str]
-    leads_hours: list[int]
-    n_inits: int
-    rmse: dict[str, np.ndarray]
-    acc: dict[str, np.ndarray]
-    bias: dict[str, np.ndarray]
-    # (channel, lead_hours) -> {"truth": (H, W), "forecast": (H, W)} from the first initial time
-    maps: dict[tuple[str, int], dict[str, np.ndarray]] = field(default_factory=dict)
-    map_init: str = ""
+from .results import FORECASTS, Scores, select_leads, write_results
 
 
 def test_inits(
     reader: ShardReader, test_range: Sequence[str], init_every_hours: int, lead_hours: int, n_steps: int
 ) -> np.ndarray:
-    """Initial times every `init_every_hours` from the start of the test split whose forecasts end inside it."""
+    """Initial times every `init_every_hours` in the test split whose forecasts end inside it.
+
+    When init_every_hours divides a day, they sit at fixed hours of the day counted from 00Z (12: 00Z and 12Z, as
+    WB2), whatever hour the split starts at; initial times the data lack (12Z in daily data) are skipped.
+    """
     max_lead_hours = lead_hours * n_steps
     times = reader.times_in(*test_range)
     if len(times) == 0:
@@ -74,10 +47,15 @@ def test_inits(
             f"{reader.dir}: no time steps in the test split {list(test_range)}. "
             "Fix: check data.splits.test in params.yaml against the shards."
         )
+    every = init_every_hours * HOUR
+    start = times[0]
+    if 24 % init_every_hours == 0:
+        midnight = start.astype("datetime64[D]").astype("datetime64[ns]")
+        start = midnight - ((midnight - start) // every) * every  # the first whole multiple of `every` after 00Z
     last_valid = min(np.datetime64(test_range[1], "ns"), times[-1])
-    candidates = np.arange(
-        times[0], last_valid - max_lead_hours * HOUR + np.timedelta64(1, "ns"), init_every_hours * HOUR
-    ).astype("datetime64[ns]")
+    candidates = np.arange(start, last_valid - max_lead_hours * HOUR + np.timedelta64(1, "ns"), every).astype(
+        "datetime64[ns]"
+    )
     steps = np.arange(0, n_steps + 1, dtype=np.int64) * lead_hours * HOUR  # the states a forecast reads
     inits = np.array([t for t in candidates if reader.has(t + steps).all()], dtype="datetime64[ns]")
     if len(inits) == 0:
@@ -98,9 +76,11 @@ def score(
     batch_size: int = 8,
     map_channels: Sequence[str] = (),
     map_leads_hours: Sequence[int] = (),
+    sink: Callable | None = None,
 ) -> Scores:
     """Roll out `forecaster(x0, init_times, n_steps)` (an iterator of (B, C, H, W) states) from every initial time
-    and score it, persistence and `clim` (a Climatology) against the shards' states.
+    and score it, persistence and `clim` (a Climatology) against the shards' states. `sink(rows, lead_index,
+    states)`, if given, receives every scored state as it is made (lead index 0: the initial state).
 
     Per-step spatial means go into arrays indexed by (initial time, lead, channel); the time means are taken once
     at the end, so the result does not depend on batch_size's grouping of the sums.
@@ -116,7 +96,11 @@ def score(
         batch = inits[b0 : b0 + batch_size]
         rows = slice(b0, b0 + len(batch))
         x0 = reader.read(batch)
+        if sink:
+            sink(rows, 0, x0)
         for s, state in enumerate(forecaster(x0, batch, n_steps)):
+            if sink:
+                sink(rows, s + 1, state)
             valid = batch + leads[s] * HOUR
             truth = reader.read(valid)
             ref = clim.at(valid)
@@ -139,127 +123,6 @@ def score(
         maps=maps,
         map_init=str(inits[0].astype("datetime64[m]")),
     )
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Writing the results
-
-
-def rounded(value: float) -> float | None:
-    """Round to SIGNIFICANT digits (so reruns and platforms agree); non-finite -> None (JSON null)."""
-    value = float(value)
-    if not math.isfinite(value):
-        return None
-    return float(f"{value:.{SIGNIFICANT}g}") + 0.0  # + 0.0 turns -0.0 into 0.0
-
-
-def _fmt(value: float) -> str:
-    r = rounded(value)
-    return "" if r is None else repr(r)
-
-
-def select_leads(wanted: Sequence[int], available: Sequence[int]) -> list[int]:
-    """The wanted leads that were evaluated (in order); the longest evaluated lead if none was."""
-    chosen = [h for h in wanted if h in available]
-    return chosen or [available[-1]]
-
-
-def metrics_dict(scores: Scores, key_leads: Sequence[int]) -> dict:
-    """metrics.json content: numbers only, nested channel -> forecast -> lead."""
-    at = {h: scores.leads_hours.index(h) for h in key_leads}
-    out: dict = {name: {} for name in SCORES}
-    out["skill_vs_persistence"], out["skill_vs_climatology"] = {}, {}
-    for ci, ch in enumerate(scores.channels):
-        for name in SCORES:
-            table = getattr(scores, name)
-            out[name][ch] = {f: {f"{h}h": rounded(table[f][i, ci]) for h, i in at.items()} for f in FORECASTS}
-        for ref, key in (("persistence", "skill_vs_persistence"), ("climatology", "skill_vs_climatology")):
-            out[key][ch] = {
-                f"{h}h": rounded(1.0 - scores.rmse["model"][i, ci] / scores.rmse[ref][i, ci])
-                if scores.rmse[ref][i, ci] > 0
-                else None
-                for h, i in at.items()
-            }
-    out["n_inits"] = scores.n_inits
-    return out
-
-
-def _csv(rows: list[list], header: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def per_lead_csv(scores: Scores) -> str:
-    rows = []
-    for i, h in enumerate(scores.leads_hours):
-        for ci, ch in enumerate(scores.channels):
-            var = units.variable(ch)
-            unit = var.units if var else ""
-            for f in FORECASTS:
-                values = [_fmt(getattr(scores, name)[f][i, ci]) for name in SCORES]
-                rows.append([h, ch, f, *values, unit])
-    return _csv(rows, ["lead_hours", "channel", "forecast", *SCORES, "units"])
-
-
-def curve_csv(scores: Scores, name: str, channel: str) -> str:
-    """One dvc plot: lead_hours and a column per forecast."""
-    ci = scores.channels.index(channel)
-    table = getattr(scores, name)
-    rows = [[h] + [_fmt(table[f][i, ci]) for f in FORECASTS] for i, h in enumerate(scores.leads_hours)]
-    return _csv(rows, ["lead_hours", *FORECASTS])
-
-
-def write_maps(out: Path, scores: Scores, latitude, longitude) -> list[dict]:
-    """maps/<channel>_<lead>h.png in the order asked for (evaluate.map_channels); the index for evaluation.json."""
-    map_files = []
-    order = list(dict.fromkeys(ch for ch, _ in scores.maps))
-    with atomic_path(out / "maps") as tmp:  # a new directory: no stale map of an earlier run survives
-        tmp.mkdir()
-        for (ch, lead), pair in sorted(scores.maps.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
-            name = f"{ch}_{lead}h.png"
-            truth, forecast = pair["truth"], pair["forecast"]
-            figures.draw_map(tmp / name, latitude, longitude, truth, forecast, ch, lead, scores.map_init,
-                             units.symbol(ch))  # fmt: skip
-            map_files.append({"channel": ch, "lead_hours": lead, "file": f"maps/{name}"})
-    return map_files
-
-
-def write_results(
-    out: Path,
-    scores: Scores,
-    headline: Sequence[str],
-    key_leads: Sequence[int],
-    latitude=None,
-    longitude=None,
-    info: dict | None = None,
-) -> dict:
-    """Write every output but provenance.json, each atomically; return the metrics dict."""
-    out = Path(out)
-    key_leads = select_leads(key_leads, scores.leads_hours)
-    result = metrics_dict(scores, key_leads)
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
-    atomic_write_text(out / "per_lead.csv", per_lead_csv(scores))
-    with atomic_path(out / "plots") as tmp:  # a new directory: no stale curve of another headline channel survives
-        tmp.mkdir()
-        for ch in headline:
-            for name in ("rmse", "acc"):
-                (tmp / f"{name}_{ch}.csv").write_text(curve_csv(scores, name, ch))
-    summary = {
-        "channels": scores.channels,
-        "units": {ch: units.symbol(ch) for ch in scores.channels},
-        "headline": list(headline),
-        "key_leads_hours": list(key_leads),
-        "leads_hours": scores.leads_hours,
-        "n_inits": scores.n_inits,
-        "maps": write_maps(out, scores, latitude, longitude),
-        "map_init": scores.map_init,
-        **(info or {}),
-    }
-    atomic_write_text(out / "evaluation.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
-    return result
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -319,9 +182,9 @@ def plan(args: argparse.Namespace, params) -> Plan:
     return Plan(model, meta, normalizer, reader, lead_hours, n_steps, headline, map_channels, inits)
 
 
-def run(p: Plan, params, device: str) -> Scores:
-    """The climatology of the train split, then the scores of every rollout."""
-    from . import climatology
+def run(p: Plan, params, device: str, out: Path) -> Scores:
+    """The climatology of the train split, then the scores of every rollout; the WB2 export in out/wb2."""
+    from . import climatology, export
     from .inference import deterministic, model_forecaster
 
     cfg = params.evaluate
@@ -335,9 +198,12 @@ def run(p: Plan, params, device: str) -> Scores:
     forecaster = model_forecaster(p.model, p.normalizer, p.lead_hours, p.reader.latitude, p.reader.longitude)
     leads = [p.lead_hours * (s + 1) for s in range(p.n_steps)]
     map_leads = select_leads(cfg.map_leads_hours, leads)
-    with deterministic(device):
+    attrs = export.model_attrs(p.meta, "forge evaluate")
+    wb2 = export.evaluation_export(out / "wb2", cfg.export_forecast, p.reader, p.inits, p.lead_hours, p.n_steps,
+                                   clim, attrs)  # fmt: skip
+    with deterministic(device), wb2 as sink:
         return score(forecaster, p.reader, p.inits, p.n_steps, p.lead_hours, clim, cfg.batch_size, p.map_channels,
-                     map_leads)  # fmt: skip
+                     map_leads, sink)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -349,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = params.evaluate
     provenance.ensure_clean_or_allowed(cfg.allow_dirty, "evaluate")
     p = plan(args, params)
-    scores = run(p, params, args.device)
+    out = Path(args.out)
+    scores = run(p, params, args.device, out)
     info = {
         "init_times": [str(p.inits[0].astype("datetime64[m]")), str(p.inits[-1].astype("datetime64[m]"))],
         "init_every_hours": cfg.init_every_hours,
@@ -361,7 +228,6 @@ def main(argv: list[str] | None = None) -> int:
         "model_step": p.meta.get("step"),
         "model_provenance": p.meta.get("provenance"),
     }
-    out = Path(args.out)
     lat, lon = p.reader.latitude, p.reader.longitude
     result = write_results(out, scores, p.headline, cfg.key_leads_hours, lat, lon, info)
     command = None if argv is None else [Path(sys.executable).name, "-m", __name__, *argv]
@@ -374,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     for ch in p.headline:
         row = ", ".join(f"{h}: {v}" for h, v in result["rmse"][ch]["model"].items())
         print(f"evaluate: RMSE {ch} (model, {units.symbol(ch)}) {row}", file=sys.stderr)
-    print(f"evaluate: wrote {out}/metrics.json, per_lead.csv, plots/, maps/, provenance.json", file=sys.stderr)
+    print(f"evaluate: wrote {out}/metrics.json, per_lead.csv, plots/, maps/, wb2/, provenance.json", file=sys.stderr)
     return 0
 
 
