@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from .errors import EvaluationError
-from .forecast import ShardReader
+from .inference import ShardReader
 
 DAYS = 366
 

@@ -165,7 +165,7 @@ class StationsConfig(Section):
 
 class EvaluateConfig(Section):
     max_lead_hours: int = Field(72, ge=1)
-    init_every_hours: int = Field(24, ge=1)
+    init_every_hours: int = Field(12, ge=1)
     headline: list[str] = ["geopotential_500", "temperature_850", "2m_temperature"]
     climatology_window_days: int = Field(15, ge=0)
     batch_size: int = Field(8, ge=1)
@@ -173,6 +173,7 @@ class EvaluateConfig(Section):
     map_channels: list[str] = []
     map_leads_hours: list[int] = [24, 72]
     allow_dirty: bool = False
+    export_forecast: bool = True
     regions: list[str] = list(WB2_REGIONS)
     land_sea_mask: str = ""
     spectra: SpectraConfig = SpectraConfig()

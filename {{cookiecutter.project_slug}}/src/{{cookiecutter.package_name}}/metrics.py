@@ -8,6 +8,7 @@ Arithmetic is float64 numpy with a fixed reduction order, so results do not depe
               acc_t = mean(w f' o') / sqrt(mean(w f'^2) mean(w o'^2)), f' = f - c, o' = o - c  (WB2 ACC)
     over time RMSE = sqrt(mean_t mse_t)   (WB2 RMSE: square root after the time mean)
               Bias = mean_t bias_t,  ACC = mean_t acc_t
+    undefined ACC where a forecast or the truth has no anomaly (the climatology forecast): NaN, as in WB2
 
 "Time" is the forecast initial time: the scores of one lead time average over all initial times.
 """
@@ -72,8 +73,8 @@ def bias_per_step(forecast: np.ndarray, truth: np.ndarray, weights: np.ndarray) 
 def acc_per_step(forecast: np.ndarray, truth: np.ndarray, climatology: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Anomaly correlation of each field against the climatology (WB2 ACC: uncentred anomalies).
 
-    A forecast with zero anomaly everywhere (the climatology forecast itself) has no defined correlation; WB2
-    returns NaN there. We return 0 (no skill in the anomaly) so metrics files stay plain numbers.
+    A forecast with zero anomaly everywhere (the climatology forecast itself) has no defined correlation: NaN,
+    as in WB2. It stays NaN through the time mean and is written as null ("undefined"), never as a score.
     """
     clim = np.asarray(climatology, dtype=np.float64)
     fa = np.asarray(forecast, dtype=np.float64) - clim
@@ -86,7 +87,7 @@ def anomaly_correlation(fa: np.ndarray, oa: np.ndarray, mean: Callable[[np.ndarr
     num = mean(fa * oa)
     den = np.sqrt(mean(fa * fa) * mean(oa * oa))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
 
 def rmse(mse_steps: np.ndarray, axis: int = 0) -> np.ndarray:
