@@ -150,7 +150,7 @@ def test_nan_fails_naming_variable_level_time_and_deletes_nothing(tmp_path):
 
 def test_missing_variable_level_or_time_is_one_clear_error(tmp_path):
     src = write_store(canonical(), tmp_path / "src.zarr")
-    with pytest.raises(DataError, match=r"variable\(s\) \['specific_humidity'\] not found.*2m_temperature"):
+    with pytest.raises(DataError, match=r"data.variables: 'specific_humidity' not found.*2m_temperature"):
         shard.shard_block(params_for(src, variables=["geopotential", "specific_humidity"]), 0, tmp_path / "a.zarr")
     with pytest.raises(DataError, match=r"level\(s\) \[250\] hPa not found.*\[500, 700, 850\]"):
         shard.plan_blocks(params_for(src, levels=[250, 500]))
@@ -197,6 +197,7 @@ def test_synthetic_plan_is_cheap_and_covers_every_step():
 
 
 def test_cloud_urls_need_their_optional_package(monkeypatch):
-    monkeypatch.setattr(source.importlib.util, "find_spec", lambda name: None)
+    archive = importlib.import_module(f"{PACKAGE}.data.archive")
+    monkeypatch.setattr(archive.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataError, match="pip install gcsfs"):
         source.open_source("gs://weatherbench2/datasets/era5/x.zarr")
