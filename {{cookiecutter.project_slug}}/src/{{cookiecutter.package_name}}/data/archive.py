@@ -10,7 +10,8 @@ anything is combined, because the archives spell the same thing differently per 
   names     archive names -> WeatherBench2 names (`names.py`; data.rename first), so a surface `z` and a
             pressure-level `z` from two files do not collide
   order     level in hPa ascending, latitude ascending, longitude ascending in [0, 360)
-Files of one entry must share variables and grid; a mismatch is refused naming the two files.
+Files holding the same variables are concatenated in time (their grids must agree; a mismatch is refused naming
+the two files); each set of variables becomes an Entry, so one glob can cover a whole one-variable-per-file archive.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,52 +89,62 @@ def netcdf_files(path: str) -> list:
     p = Path(path)
     if p.is_dir():
         return sorted(str(f) for f in p.iterdir() if f.suffix in NETCDF_SUFFIXES)
-    return sorted(glob.glob(path))
+    return sorted(glob.glob(path, recursive=True))
 
 
-def open_entry(path: str, rename: Mapping[str, str] | None = None) -> Entry:
-    """Open one data.source entry lazily and normalize it (see the module docstring)."""
+def open_entries(path: str, rename: Mapping[str, str] | None = None) -> list[Entry]:
+    """Open one data.source entry lazily and normalize it (see the module docstring).
+
+    A netCDF glob may match several kinds of file (e.g. `era5/*.nc` over NCAR's one-variable-per-file layout):
+    files with the same variables are concatenated in time, and each kind becomes an Entry of its own."""
     path = str(path)
     _require_protocol_package(path)
     if _is_zarr(path):
         if _protocol(path) is None and not Path(path).exists():
             raise DataError(f"source {path!r} does not exist. Fix: check data.source in params.yaml.")
-        return Entry(path, normalize(_open_zarr(path), rename, f"source {path!r}"))
+        return [Entry(path, normalize(_open_zarr(path), rename, f"source {path!r}"))]
     files = netcdf_files(path)
     if not files:
         raise DataError(
             f"source {path!r}: no zarr store and no netCDF files ({', '.join(NETCDF_SUFFIXES)}) found. "
             "Fix: point data.source at a .zarr store, a netCDF file or a glob such as 'era5/*.nc' (or a list)."
         )
-    parts, spans = [], []
+    kinds: dict[tuple[str, ...], list[tuple[str, xr.Dataset]]] = {}
     for f in files:
         ds = normalize(xr.open_dataset(f, chunks=None), rename, f"file {_label(f)!r}")
         if "time" in ds.dims:
             ds = ds.chunk({"time": 1})  # a read of n steps touches n steps, whatever the file's own layout
-            times = ds["time"].values
-            spans.append((_label(f), times.min(), times.max()))
-        parts.append((_label(f), ds))
-    if len(parts) == 1:
-        return Entry(path, parts[0][1], spans)
-    return Entry(path, _concat_files(parts, path), spans)
+        kinds.setdefault(tuple(sorted(map(str, ds.data_vars))), []).append((_label(f), ds))
+    entries = []
+    for variables, parts in kinds.items():
+        label = path if len(kinds) == 1 else f"{path} [{', '.join(variables)}]"
+        spans = [(name, ds["time"].values.min(), ds["time"].values.max()) for name, ds in parts if "time" in ds.dims]
+        ds = parts[0][1] if len(parts) == 1 else _concat_files(parts, label)
+        entries.append(Entry(label, ds, spans))
+    return entries
+
+
+def open_entry(path: str, rename: Mapping[str, str] | None = None) -> Entry:
+    """The one Entry of a source entry (e.g. a grid file); several kinds of file in it are merged."""
+    entries = open_entries(path, rename)
+    if len(entries) == 1:
+        return entries[0]
+    return Entry(str(path), merge_entries(entries, f"source {path!r}"))
 
 
 def _label(f) -> str:
     return str(getattr(f, "path", f))
 
 
-def _concat_files(parts: list[tuple[str, xr.Dataset]], path: str) -> xr.Dataset:
-    """Concatenate the files of one entry in time order after checking that variables and grid agree."""
+def _concat_files(parts: list[tuple[str, xr.Dataset]], label: str) -> xr.Dataset:
+    """Concatenate files holding the same variables in time order after checking that their grids agree."""
     first_name, first = parts[0]
     for name, ds in parts[1:]:
-        if set(ds.data_vars) != set(first.data_vars):
-            raise DataError(
-                f"source {path!r}: file {name!r} has variables {sorted(ds.data_vars)} but {first_name!r} has "
-                f"{sorted(first.data_vars)}. Fix: one glob per kind of file (data.source can be a list of globs)."
-            )
-        check_same_grid(first, ds, f"file {first_name!r}", f"file {name!r}", f"source {path!r}")
+        check_same_grid(first, ds, f"file {first_name!r}", f"file {name!r}", f"source {label!r}")
     if any("time" not in ds.dims for _, ds in parts):
-        raise DataError(f"source {path!r}: several files without a time dimension. Fix: give one file per entry.")
+        names = [name for name, _ in parts]
+        raise DataError(f"source {label!r}: {len(parts)} files of the same variables without a time dimension "
+                        f"({names[:3]}...). Fix: keep one of them.")
     parts = sorted(parts, key=lambda p: p[1]["time"].values.min())
     datasets = [ds.assign_coords(latitude=first.latitude, longitude=first.longitude) for _, ds in parts]
     return xr.concat(datasets, dim="time", data_vars="minimal", coords="minimal", compat="override",
@@ -151,6 +162,31 @@ def check_same_grid(a: xr.Dataset, b: xr.Dataset, name_a: str, name_b: str, wher
                 f"{where}: the {dim} of {name_a} ({_describe(x)}) and {name_b} ({_describe(y)}) differ. "
                 f"Fix: use files on one grid{' and data.levels' if dim == 'level' else ''} (or regrid one first)."
             )
+
+
+def merge_entries(entries: Sequence[Entry], where: str) -> xr.Dataset:
+    """Merge entries that agree on grid, levels and time steps; a disagreement names the entries and the fix."""
+    first = entries[0]
+    for e in entries[1:]:
+        check_same_grid(first.ds, e.ds, f"{first.path!r}", f"{e.path!r}", where)
+        if "time" in first.ds.dims and "time" in e.ds.dims:
+            _check_same_times(first, e, where)
+    aligned = [e.ds.assign_coords(latitude=first.ds.latitude, longitude=first.ds.longitude) for e in entries]
+    return xr.merge(aligned, join="exact", compat="override", combine_attrs="drop")
+
+
+def _check_same_times(a: Entry, b: Entry, where: str) -> None:
+    ta, tb = a.ds["time"].values, b.ds["time"].values
+    if np.array_equal(ta, tb):
+        return
+    only_a, only_b = np.setdiff1d(ta, tb), np.setdiff1d(tb, ta)
+    first = (f"first time only in {a.path!r}: {only_a[0]}" if len(only_a)
+             else f"first time only in {b.path!r}: {only_b[0]}")
+    raise DataError(
+        f"{where}: entries {a.path!r} ({len(ta)} steps, {ta[0]} .. {ta[-1]}) and {b.path!r} ({len(tb)} steps, "
+        f"{tb[0]} .. {tb[-1]}) have different time steps in data.start .. data.end ({first}). "
+        "Fix: download the same times for every variable, or narrow data.start / data.end to the common range."
+    )
 
 
 def _describe(x: np.ndarray) -> str:

@@ -54,7 +54,7 @@ def target_grid(spec: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _grid_file(path: str) -> tuple[np.ndarray, np.ndarray]:
-    from .source import open_entry
+    from .archive import open_entry
 
     ds = open_entry(path)
     return (np.asarray(ds["latitude"].values, dtype=np.float64),

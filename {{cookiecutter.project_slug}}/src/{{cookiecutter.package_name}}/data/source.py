@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import DataError
-from .archive import DIM_ALIASES, NETCDF_SUFFIXES, Entry, check_same_grid, normalize, open_entry
+from .archive import DIM_ALIASES, NETCDF_SUFFIXES, Entry, merge_entries, normalize, open_entries
 from .names import check_requested
 from .regrid import BlockMean, Resampler
 from .timeaxis import select
@@ -47,10 +47,10 @@ def source_path(params, source: str | None = None) -> str:
 
 def open_source(path: str | Sequence[str], rename: Mapping[str, str] | None = None) -> xr.Dataset:
     """All entries opened, normalized and merged (every variable, every time): for a look at a source."""
-    entries = [open_entry(p, rename) for p in ([path] if isinstance(path, str) else path)]
+    entries = [e for p in ([path] if isinstance(path, str) else path) for e in open_entries(p, rename)]
     if len(entries) == 1:
         return entries[0].ds
-    return _merge(entries, "source")
+    return merge_entries(entries, "source")
 
 
 def canonicalize(
@@ -112,7 +112,7 @@ def open_canonical(params, source: str | Sequence[str] | None = None) -> xr.Data
         from .synthetic import VARIABLES
 
         variables = list(VARIABLES)
-    entries = [open_entry(p, d.rename) for p in paths]
+    entries = [e for p in paths for e in open_entries(p, d.rename)]
     timed = {e.path: [str(v) for v in e.ds.data_vars if "time" in e.ds[v].dims] for e in entries}
     check_requested(variables, [v for vs in timed.values() for v in vs], "data.variables",
                     f"source {source_label(paths)!r}")
@@ -123,7 +123,7 @@ def open_canonical(params, source: str | Sequence[str] | None = None) -> xr.Data
         if mine:
             ds = canonicalize(e.ds, mine, d.levels, d.start, d.end, d.time_stride, f"source {e.path!r}", e.spans)
             picked.append(Entry(e.path, ds, e.spans))
-    ds = picked[0].ds if len(picked) == 1 else _merge(picked, f"source {source_label(paths)!r}")
+    ds = picked[0].ds if len(picked) == 1 else merge_entries(picked, f"source {source_label(paths)!r}")
     return ds[variables]
 
 
@@ -133,31 +133,6 @@ def _refuse_twice(variables: Sequence[str], timed: dict[str, list[str]]) -> None
         if len(holders) > 1:
             raise DataError(f"variable {v!r} is in more than one data.source entry: {holders}. "
                             "Fix: narrow the globs so each variable comes from one entry.")
-
-
-def _merge(entries: Sequence[Entry], where: str) -> xr.Dataset:
-    """Merge entries that agree on grid, levels and time steps; a disagreement names the entries and the fix."""
-    first = entries[0]
-    for e in entries[1:]:
-        check_same_grid(first.ds, e.ds, f"{first.path!r}", f"{e.path!r}", where)
-        if "time" in first.ds.dims and "time" in e.ds.dims:
-            _check_same_times(first, e, where)
-    aligned = [e.ds.assign_coords(latitude=first.ds.latitude, longitude=first.ds.longitude) for e in entries]
-    return xr.merge(aligned, join="exact", compat="override", combine_attrs="drop")
-
-
-def _check_same_times(a: Entry, b: Entry, where: str) -> None:
-    ta, tb = a.ds["time"].values, b.ds["time"].values
-    if np.array_equal(ta, tb):
-        return
-    only_a, only_b = np.setdiff1d(ta, tb), np.setdiff1d(tb, ta)
-    first = (f"first time only in {a.path!r}: {only_a[0]}" if len(only_a)
-             else f"first time only in {b.path!r}: {only_b[0]}")
-    raise DataError(
-        f"{where}: entries {a.path!r} ({len(ta)} steps, {ta[0]} .. {ta[-1]}) and {b.path!r} ({len(tb)} steps, "
-        f"{tb[0]} .. {tb[-1]}) have different time steps in data.start .. data.end ({first}). "
-        "Fix: download the same times for every variable, or narrow data.start / data.end to the common range."
-    )
 
 
 def channel_names(ds: xr.Dataset) -> list[str]:

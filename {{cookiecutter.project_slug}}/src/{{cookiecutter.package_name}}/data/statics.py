@@ -26,7 +26,7 @@ import xarray as xr
 from ..config import load_params
 from ..errors import DataError
 from ..fileio import atomic_path
-from .archive import open_entry
+from .archive import open_entries
 from .names import check_requested
 from .regrid import regrid_to, resampler
 from .source import open_canonical, source_entries, source_label
@@ -62,9 +62,9 @@ def open_static(params, source=None) -> dict[str, tuple[str, xr.DataArray]]:
     paths = static_entries(params, source)
     found: dict[str, tuple[str, xr.DataArray]] = {}
     for path in paths:
-        entry = open_entry(path, params.data.rename)
-        for name in entry.ds.data_vars:
-            found.setdefault(str(name), (path, entry.ds[name]))
+        for entry in open_entries(path, params.data.rename):
+            for name in entry.ds.data_vars:
+                found.setdefault(str(name), (entry.path, entry.ds[name]))
     where = f"static source {source_label(paths)!r}"
     check_requested(params.data.static, list(found), "data.static", where)
     out = {}
