@@ -7,7 +7,7 @@ Named grids (WeatherBench2's equiangular grids; latitude ascending, longitude fr
   "1.5deg" = 240x121, "0.25deg" = 1440x721, "1deg" = 360x181, "2.8125deg" = 128x64, "5.625deg" = 64x32
 or the path of a netCDF/zarr file whose latitude/longitude coordinates are the target grid.
 
-Conservative regridding uses xarray-regrid (`.regrid.conservative`): separable area weights with a spherical
+Conservative regridding uses xarray-regrid (`Regridder.conservative`): separable area weights with a spherical
 correction in latitude and periodic longitudes. The area-weighted global mean of a field is kept to ~1e-5 of its
 variability from 0.25 deg to 1.5 deg (tests/test_data_regrid.py measures it); nested grids keep it exactly but for
 the pole rows, which xarray-regrid pads like ESMF's Pole="all".
@@ -101,8 +101,6 @@ class Conservative(Resampler):
     """First-order conservative regridding (xarray-regrid) from the source grid to (lat, lon)."""
 
     def __init__(self, src_lat: np.ndarray, src_lon: np.ndarray, lat: np.ndarray, lon: np.ndarray):
-        import xarray_regrid  # noqa: F401  (registers the .regrid accessor)
-
         super().__init__(lat, lon)
         self.src = {"latitude": np.asarray(src_lat, dtype=np.float64),
                     "longitude": np.asarray(src_lon, dtype=np.float64)}
@@ -111,7 +109,11 @@ class Conservative(Resampler):
     def __call__(self, a: np.ndarray) -> np.ndarray:
         dims = tuple(f"axis{i}" for i in range(a.ndim - 2)) + ("latitude", "longitude")
         field = xr.DataArray(np.asarray(a, dtype=np.float64), dims=dims, coords=self.src)
-        out = field.regrid.conservative(self.target, latitude_coord="latitude", time_dim=None, skipna=False)
+        # the Regridder itself, not the `.regrid` accessor: xarray caches an accessor on its DataArray, and that
+        # reference cycle would keep every block alive until the garbage collector runs (memory growing per read)
+        from xarray_regrid import Regridder
+
+        out = Regridder(field).conservative(self.target, latitude_coord="latitude", time_dim=None, skipna=False)
         return np.ascontiguousarray(out.transpose(*dims).values)
 
 
