@@ -95,8 +95,8 @@ def rda_files(values: dict, folder: Path) -> tuple[list[str], str]:
             stamp = f"200001{day + 1:02d}"
             ds = xr.Dataset({var: (("time", "level", "latitude", "longitude"), values[wb2][sl, :, ::-1]),
                              "utc_date": utc(TIMES[sl])},
-                            coords={"time": TIMES[sl], "level": ("level", np.array(LEVELS, float), {"units": "millibars"}),
-                                    "latitude": LAT[::-1], "longitude": LON})
+                            coords={"time": TIMES[sl], "latitude": LAT[::-1], "longitude": LON,
+                                    "level": ("level", np.array(LEVELS, float), {"units": "millibars"})})
             ds.to_netcdf(folder / f"e5.oper.an.pl.{code}.ll025sc.{stamp}00_{stamp}18.nc", engine="h5netcdf")
         globs.append(str(folder / f"e5.oper.an.pl.{code}.ll025sc.*.nc"))
     for wb2, (code, var) in RDA_SFC.items():
@@ -122,7 +122,8 @@ def params_for(src, static_source="", **data):
 
 
 def build(params, folder: Path) -> tuple[xr.DataArray, list[bytes], tuple]:
-    paths = [shard.shard_block(params, i, folder / f"block_{i:04d}.zarr") for i in range(len(shard.plan_blocks(params)))]
+    blocks = range(len(shard.plan_blocks(params)))
+    paths = [shard.shard_block(params, i, folder / f"block_{i:04d}.zarr") for i in blocks]
     data = xr.concat([xr.open_zarr(p, consolidated=False)["data"] for p in paths], "time").load()
     raw = [f.read_bytes() for p in paths for f in shard.raw_chunk_files(p)]
     static = statics.read_static(statics.write_static(params, folder / "static.zarr"))

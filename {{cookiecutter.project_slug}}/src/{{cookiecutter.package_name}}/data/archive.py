@@ -197,8 +197,8 @@ def normalize(ds: xr.Dataset, rename: Mapping[str, str] | None = None, where: st
     """One layout for every archive: canonical dims, no extras, WB2 names, sorted coordinates (lazy)."""
     ds = _rename_dims(ds, where)
     ds = _drop_extras(ds, where)
-    gridded = [v for v in ds.data_vars if {"latitude", "longitude"} <= set(ds[v].dims)]
-    ds = ds[gridded]  # auxiliary variables (RDA's utc_date, time bounds) have no grid
+    # auxiliary variables (RDA's utc_date, time bounds) have no grid
+    ds = ds.drop_vars([v for v in ds.data_vars if not {"latitude", "longitude"} <= set(ds[v].dims)])
     ds = ds.drop_vars([c for c in ds.coords if c not in ds.dims])
     ds = ds.rename(wb2_renames({str(v): "level" in ds[v].dims for v in ds.data_vars}, rename, where))
     return _sort_coords(ds)
