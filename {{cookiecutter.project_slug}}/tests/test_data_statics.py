@@ -50,6 +50,14 @@ def test_written_once_normalized_and_read_back(tmp_path, synthetic_store):
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "no temp dirs left"
     with pytest.raises(DataError, match="static fields are on another latitude grid"):
         statics.read_static(out, lat=np.zeros(8), lon=np.zeros(32))
+    # the loader's entry point: the fields params asks for, or none
+    lat, lon = synthetic.grid(16, 32)
+    assert statics.static_inputs(params(), out.parent, lat, lon)[0] == STATIC
+    none = statics.static_inputs(params(static=[]), out.parent, lat, lon)
+    assert none[0] == [] and none[1].shape == (0, 16, 32)
+    with pytest.raises(DataError, match=r"holds \['land_sea_mask', 'geopotential_at_surface'\] but data.static is "
+                                        r"\['land_sea_mask'\].*rebuild"):
+        statics.static_inputs(params(static=["land_sea_mask"]), out.parent, lat, lon)
 
 
 @pytest.mark.parametrize("grid, coarsen", [("8x5", 1), ("", 2)])

@@ -164,6 +164,20 @@ def read_static(path: str | Path = STATIC_STORE, lat=None, lon=None) -> tuple[li
     return [str(c) for c in ds["channel"].values], np.ascontiguousarray(ds["data"].values, dtype=np.float32)
 
 
+def static_inputs(params, shards: str | Path = STATIC_STORE.parent, lat=None, lon=None) -> tuple[list[str], np.ndarray]:
+    """What the loader, the model and evaluate concatenate to every input step: (names, float32 [C, lat, lon]) of
+    data.static from `shards`/static.zarr, C = 0 (an empty array on the lat/lon grid) when data.static is empty.
+    A store holding other fields than params asks for is refused (it is stale: rebuild the shards)."""
+    if not params.data.static:
+        return [], np.zeros((0, len(lat) if lat is not None else 0, len(lon) if lon is not None else 0), np.float32)
+    path = Path(shards) / STATIC_STORE.name
+    names, fields = read_static(path, lat, lon)
+    if names != list(params.data.static):
+        raise DataError(f"{path} holds {names} but data.static is {list(params.data.static)}. "
+                        "Fix: rebuild it (snakemake shards / dvc repro).")
+    return names, fields
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog="static", description=__doc__.splitlines()[0])
