@@ -122,10 +122,7 @@ def resampler(lat: np.ndarray, lon: np.ndarray, coarsen: int = 1, grid: str = ""
     if grid and coarsen > 1:
         raise DataError("data.grid and data.coarsen are both set. Fix: keep one (data.coarsen: 1 with data.grid).")
     if grid:
-        to_lat, to_lon = target_grid(grid)
-        if _same(lat, to_lat) and _same(lon, to_lon):
-            return Resampler(lat, lon)
-        return Conservative(lat, lon, to_lat, to_lon)
+        return regrid_to(lat, lon, *target_grid(grid))
     if coarsen > 1:
         return BlockMean(lat, lon, coarsen)
     return Resampler(lat, lon)
@@ -133,10 +130,12 @@ def resampler(lat: np.ndarray, lon: np.ndarray, coarsen: int = 1, grid: str = ""
 
 def regrid_to(lat: np.ndarray, lon: np.ndarray, to_lat: np.ndarray, to_lon: np.ndarray) -> Resampler:
     """Identity when the grids match (to 1e-6 degrees), else conservative regridding (e.g. statics on another grid)."""
-    if _same(lat, to_lat) and _same(lon, to_lon):
+    if same_grid(lat, lon, to_lat, to_lon):
         return Resampler(lat, lon)
     return Conservative(lat, lon, to_lat, to_lon)
 
 
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    return len(a) == len(b) and bool(np.allclose(a, b, rtol=0, atol=1e-6))
+def same_grid(lat: np.ndarray, lon: np.ndarray, other_lat: np.ndarray, other_lon: np.ndarray) -> bool:
+    """The same grid to 1e-6 degrees."""
+    return all(len(a) == len(b) and bool(np.allclose(a, b, rtol=0, atol=1e-6))
+               for a, b in ((lat, other_lat), (lon, other_lon)))

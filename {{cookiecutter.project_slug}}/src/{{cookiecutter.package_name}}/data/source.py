@@ -146,17 +146,6 @@ def channel_names(ds: xr.Dataset) -> list[str]:
     return out
 
 
-def coarsen_array(a: np.ndarray, n: int) -> np.ndarray:
-    """Average n x n cells over the last two axes (trailing rows/columns that do not fill a cell are dropped)."""
-    return a if n == 1 else BlockMean(np.zeros(a.shape[-2]), np.zeros(a.shape[-1]), n)(a)
-
-
-def grid(ds: xr.Dataset, coarsen: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Latitude and longitude of the (coarsened) canonical grid."""
-    lat, lon = ds["latitude"].values, ds["longitude"].values
-    return (BlockMean(lat, lon, coarsen) if coarsen > 1 else Resampler(lat, lon)).grid
-
-
 def read_parts(ds: xr.Dataset, start: int, stop: int, resample: Resampler | None = None) -> list[np.ndarray]:
     """Time steps start..stop-1, one float32 array (time, channels of the variable, lat, lon) per variable,
     regridded by `resample` when given (one variable at a time, so memory is one variable's block, not all)."""

@@ -28,7 +28,7 @@ from ..errors import DataError
 from ..fileio import atomic_path
 from .archive import open_entries
 from .names import check_requested
-from .regrid import regrid_to, resampler
+from .regrid import regrid_to, resampler, same_grid
 from .source import open_canonical, source_entries, source_label
 
 STATIC_STORE = Path("data/shards/static.zarr")
@@ -117,9 +117,8 @@ def static_fields(params, source=None) -> tuple[list[str], np.ndarray, np.ndarra
             raise DataError(f"static source {path!r}: data.static {name!r} has {int((~np.isfinite(value)).sum())} "
                             "NaN/inf grid points. Fix: fill them (e.g. 0 over sea) in the file, or drop the field.")
         f_lat, f_lon = field["latitude"].values, field["longitude"].values
-        same_grid = len(f_lat) == len(src_lat) and np.allclose(f_lat, src_lat) and len(f_lon) == len(src_lon) \
-            and np.allclose(f_lon, src_lon)
-        regrid = to_shards if same_grid else regrid_to(f_lat, f_lon, lat, lon)
+        # on the source grid: the shards' own regridding; elsewhere: conservatively onto the shards' grid
+        regrid = to_shards if same_grid(f_lat, f_lon, src_lat, src_lon) else regrid_to(f_lat, f_lon, lat, lon)
         fields.append(np.asarray(regrid(value[None]), dtype=np.float64)[0])
     return list(params.data.static), lat, lon, np.stack(fields)
 
