@@ -79,12 +79,22 @@ def canonicalize(
             raise DataError(f"{name}: variable {v!r} has unexpected dims {sorted(extra)}. Fix: select them away first.")
     if "level" in ds.dims:
         ds = _select_levels(ds, levels, name)
-    ds = ds.isel(time=select(ds["time"].values, start, end, time_stride, name, spans))
+    ds = ds.isel(time=_as_slice(select(ds["time"].values, start, end, time_stride, name, spans)))
     order = ("time", "level", "latitude", "longitude")
     ds = ds.transpose(*[d for d in order if d in ds.dims])
     for v in variables:
         ds[v] = ds[v].transpose(*[d for d in order if d in ds[v].dims])
     return ds
+
+
+def _as_slice(index: np.ndarray) -> slice | np.ndarray:
+    """Evenly spaced ascending indices as a slice, so lazy zarr/netCDF reads stay plain slices."""
+    if len(index) == 0:
+        return index
+    step = int(index[1] - index[0]) if len(index) > 1 else 1
+    if step > 0 and np.array_equal(index, index[0] + step * np.arange(len(index))):
+        return slice(int(index[0]), int(index[-1]) + 1, step)
+    return index
 
 
 def _select_levels(ds: xr.Dataset, levels: Sequence[int], name: str) -> xr.Dataset:
