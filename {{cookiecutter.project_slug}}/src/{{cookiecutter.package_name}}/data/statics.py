@@ -163,6 +163,18 @@ def read_static(path: str | Path = STATIC_STORE, lat=None, lon=None) -> tuple[li
     return [str(c) for c in ds["channel"].values], np.ascontiguousarray(ds["data"].values, dtype=np.float32)
 
 
+def physical_static(path: str | Path, name: str) -> np.ndarray:
+    """One static field in its own units, float64 (lat, lon) (e.g. the land fraction for land/sea scores)."""
+    names, fields = read_static(path)
+    if name not in names:
+        raise DataError(f"{path} has no static field {name!r} (it has {names}). Fix: add it to data.static.")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = xr.open_zarr(path, consolidated=False)
+    i = names.index(name)
+    return fields[i].astype(np.float64) * float(ds["std"].values[i]) + float(ds["mean"].values[i])
+
+
 def static_inputs(params, shards: str | Path = STATIC_STORE.parent, lat=None, lon=None) -> tuple[list[str], np.ndarray]:
     """What the loader, the model and evaluate concatenate to every input step: (names, float32 [C, lat, lon]) of
     data.static from `shards`/static.zarr, C = 0 (an empty array on the lat/lon grid) when data.static is empty.
