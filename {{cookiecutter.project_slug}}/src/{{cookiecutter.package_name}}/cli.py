@@ -18,6 +18,7 @@ from .errors import USER_ERROR_EXIT_CODE, ForgeError
 COMMANDS: dict[str, tuple[str, str]] = {
     "synthesize": (".data.synthetic", "write the built-in synthetic atmosphere as a zarr store"),
     "shard": (".data.shard", "write one time block of the source as a zarr shard"),
+    "static": (".data.statics", "write the static fields (data.static) beside the shards, normalized"),
     "stats": (".data.stats", "normalization statistics of the train split"),
     "train": (".train", "train the model (a torchrun entry point)"),
     "launch": (".launch", "start training with torchrun / srun / mpiexec as the scheduler needs"),

@@ -67,14 +67,18 @@ class SplitsConfig(Section):
 
 
 class DataConfig(Section):
-    source: str = "synthetic"
-    variables: list[str] = []
+    source: str | list[str] = "synthetic"  # one entry, or a list (e.g. one glob per variable, as RDA/CDS ship them)
+    variables: list[str] = []  # WeatherBench2 names
+    rename: dict[str, str] = {}  # source variable name -> WeatherBench2 name, for names the built-in table lacks
     levels: list[int] = []
     start: str = "2000-01-01"
     end: str = "2001-03-31T18:00"
     time_stride: int = Field(1, ge=1)
     coarsen: int = Field(1, ge=1)
     block_size: int = Field(240, ge=2)
+    grid: str = ""  # "" = the source grid (or data.coarsen); else a named grid ("240x121", "1.5deg") or a grid file
+    static: list[str] = []  # time-invariant input fields (WeatherBench2 names), e.g. land_sea_mask
+    static_source: str | list[str] = ""  # where data.static comes from; "" = data.source
     splits: SplitsConfig
     synthetic: SyntheticConfig = SyntheticConfig()
 
@@ -83,6 +87,27 @@ class DataConfig(Section):
     def _iso(cls, value: str) -> str:
         _parse_time(value)
         return value
+
+    @field_validator("source")
+    @classmethod
+    def _entries(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and (not value or not all(value)):
+            raise ValueError("a list of sources must hold at least one non-empty path or glob")
+        return value
+
+    @model_validator(mode="after")
+    def _static_and_grid(self) -> DataConfig:
+        both = sorted(set(self.static) & set(self.variables))
+        if both:
+            raise ValueError(f"@data.static: {both} are also in data.variables; a field is either predicted or static")
+        for key in ("variables", "static"):
+            names = getattr(self, key)
+            if len(set(names)) != len(names):
+                raise ValueError(f"@data.{key}: {names} lists a name twice")
+        if self.grid and self.coarsen > 1:
+            raise ValueError(f"@data.coarsen: {self.coarsen} and data.grid {self.grid!r} both regrid; keep one "
+                             "(data.coarsen: 1 with data.grid)")
+        return self
 
     @model_validator(mode="after")
     def _source_needs_variables(self) -> DataConfig:
