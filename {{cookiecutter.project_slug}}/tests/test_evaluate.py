@@ -208,7 +208,6 @@ def build_project(pkg_name: str, root: Path, shards: Path) -> dict[str, Path]:
     """params.yaml, stats.json and models/model.pt (a tiny seeded U-Net) beside `shards`, per the contract."""
     import torch
 
-    models = importlib.import_module(f"{pkg_name}.models")
     forcings = importlib.import_module(f"{pkg_name}.data.forcings")
     train_times = np.arange(np.datetime64("2000-01-01", "ns"), np.datetime64("2001-01-01", "ns"), 6 * HOUR)
     x = truth_field(train_times).astype(np.float64)
@@ -221,26 +220,19 @@ def build_project(pkg_name: str, root: Path, shards: Path) -> dict[str, Path]:
         "train": ["2000-01-01", "2000-12-31T18:00"],
     }
     (root / "stats.json").write_text(json.dumps(stats))
-    config = {"name": "unet", "width": 8, "depth": 1, "patch_size": 4}
-    meta = {
-        "model": config,
-        "channels": CHANNELS,
-        "forcings": list(forcings.FORCING_NAMES),
-        "latitude": LAT.tolist(),
-        "longitude": LON.tolist(),
-        "stats": stats,
-        "time_step_hours": 6,
-        "lead_hours": 6,
-        "provenance": {"commit": "feedc0de" * 5, "dirty": False},
-        "step": 7,
-    }
+    modelfile = importlib.import_module(f"{pkg_name}.modelfile")
+    spec = modelfile.ModelFile(
+        model={"name": "unet", "width": 8, "depth": 1, "patch_size": 4}, channels=CHANNELS,
+        forcings=list(forcings.FORCING_NAMES), latitude=LAT.tolist(), longitude=LON.tolist(), stats=stats,
+        time_step_hours=6, lead_hours=6,
+    )
     torch.manual_seed(0)
-    net = models.model_from_meta(meta)
+    net = spec.network()
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0.0, 0.05)  # not the zero-initialized head: a model that differs from persistence
-    (root / "models").mkdir(exist_ok=True)
-    models.save_model(root / "models" / "model.pt", meta, net.state_dict())
+    provenance = {"commit": "feedc0de" * 5, "dirty": False}
+    spec.with_weights(net.state_dict(), step=7, provenance=provenance).save(root / "models" / "model.pt")
     (root / "params.yaml").write_text(
         "seed: 0\n"
         "data:\n"
