@@ -95,6 +95,12 @@ def make_dataset(root: Path, nlat: int = 8, nlon: int = 16, ntimes: int = 96, ch
     return {"shards": shards, "stats": root / "stats.json", "times": times, "n_train": n_train}
 
 
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    """Tiny shards and stats.json shared by the tests of one module (make_dataset's defaults)."""
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
 def write_params(root: Path, data: dict, model: dict | None = None, **train_kw) -> Path:
     """A params.yaml for the tiny data: template defaults except the grid-independent knobs passed in."""
     import yaml

@@ -25,13 +25,9 @@ checkpoint = importlib.import_module(f"{PACKAGE}.checkpoint")
 models = importlib.import_module(f"{PACKAGE}.models")
 trainlog = importlib.import_module(f"{PACKAGE}.trainlog")
 modelfile = importlib.import_module(f"{PACKAGE}.modelfile")
+config = importlib.import_module(f"{PACKAGE}.config")
 
 pytestmark = pytest.mark.filterwarnings("ignore:The data type .* does not have a Zarr V3 specification")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("data"))
 
 
 @contextlib.contextmanager
@@ -121,7 +117,6 @@ def test_changed_params_start_fresh_instead_of_resuming(tmp_path, data, capsys):
 
 
 def test_resume_conflicts_ignore_resumable_params():
-    config = importlib.import_module(f"{PACKAGE}.config")
     base = {"seed": 0, "data": {"splits": {"train": ["2000-01-01", "2000-06-30"], "val": ["2000-07-01", "2000-07-31"],
                                            "test": ["2000-08-01", "2000-08-31"]}}}
     old = config.validate_params(base).model_dump(mode="json")
@@ -239,6 +234,63 @@ def test_fsdp_shards_the_parameters(tmp_path, data, monkeypatch):
     assert named and all(isinstance(p, DTensor) and p.placements == (Shard(0),) for p in named.values())
     assert all(isinstance(v, torch.Tensor) and not isinstance(v, DTensor)
                for v in weights(tmp_path / "run" / "model.pt").values())  # the saved model is gathered
+
+
+def test_compile_option_compiles_the_model(tmp_path, data, monkeypatch):
+    """train.compile: the loss module runs through torch.compile (here with the `eager` backend: the same graph
+    capture without the minutes of C++ compilation inductor needs on a CPU) and trains like the plain model."""
+    import torch._dynamo
+
+    original = torch.nn.Module.compile
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: original(self, **{**kw, "backend": "eager"}))
+    losses = {}
+    for on in (False, True):
+        torch._dynamo.reset()
+        torch._dynamo.utils.counters.clear()
+        params = write_params(tmp_path, data, max_steps=2, compile=on)
+        assert run_main(tmp_path, data, params, run=f"compile{on}") == 0
+        assert (torch._dynamo.utils.counters["frames"]["ok"] > 0) == on  # graphs captured only when asked
+        losses[on] = [float(r["loss"]) for r in read_log(tmp_path / f"compile{on}" / "log.csv")]
+    torch._dynamo.reset()
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+
+
+def test_model_flops_are_counted_on_the_meta_device(data):
+    """The FLOPs behind the MFU figure: counted without memory or arithmetic, equal to a count on real tensors,
+    proportional to the rollout steps, and no draw from the RNG (training stays bitwise reproducible)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec, delta_scale = train.open_data(config.validate_params(yaml.safe_load(write_params(
+        data["shards"].parent, data).read_text())), data["shards"], data["stats"])[1:]
+    before = torch.get_rng_state()
+    one, two = (train.flops_per_sample(spec, delta_scale, r) for r in (1, 2))
+    assert torch.equal(torch.get_rng_state(), before)
+    assert one > 0 and two == pytest.approx(2 * one, rel=0.01)
+    loss_fn = train.RolloutLoss(spec.network(), delta_scale, spec.latitude)
+    c, f, h, w = len(spec.channels), len(spec.forcings), len(spec.latitude), len(spec.longitude)
+    with FlopCounterMode(display=False) as counter:
+        loss_fn(torch.randn(1, c, h, w), torch.randn(1, 1, f, h, w), torch.randn(1, 1, c, h, w)).backward()
+    assert counter.get_total_flops() == one
+
+
+def test_log_line_reports_tflops_and_mfu(tmp_path, capsys, monkeypatch):
+    d = SimpleNamespace(world=2, device=torch.device("cpu"), main=True, all_sum=lambda x: x * 2)
+    meter = trainlog.Meter(d, global_batch=32, flops_per_sample=1e9, peak=100e12)
+    meter.add_loss(torch.tensor(0.5))
+    meter.end_step(seconds=0.5, wait=0.05, grad_norm=torch.tensor(1.0))
+    row = meter.row(step=1, lr=1e-3)
+    assert row["samples_per_s"] == 64 and row["tflops"] == pytest.approx(32e-3) and row["mfu"] == pytest.approx(32e-5)
+    params = config.validate_params({"data": {"splits": {"train": ["2000-01-01", "2000-01-02"],
+                                                         "val": ["2000-01-03", "2000-01-04"],
+                                                         "test": ["2000-01-05", "2000-01-06"]}}})
+    logger = trainlog.Logger(params, tmp_path / "log.csv", tmp_path, 0, {}, d)
+    logger.log(row)
+    assert "64.0 samples/s data_wait 10% 0.0 TFLOP/s per process MFU 0.0%" in capsys.readouterr().out
+    assert list(read_log(tmp_path / "log.csv")[0]) == list(trainlog.LOG_COLUMNS)  # the CSV keeps its columns
+    assert trainlog.peak_flops(torch.device("cpu"), "bf16") is None
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda _d: "NVIDIA H100 PCIe")
+    assert trainlog.peak_flops(torch.device("cuda", 0), "bf16") == 756e12
+    assert trainlog.peak_flops(torch.device("cuda", 0), "fp32") is None
 
 
 def test_data_loader_workers_and_accumulation_train(tmp_path, data):

@@ -19,11 +19,6 @@ modelfile = importlib.import_module(f"{PACKAGE}.modelfile")
 pytestmark = pytest.mark.filterwarnings("ignore:The data type .* does not have a Zarr V3 specification")
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_dataset(tmp_path_factory.mktemp("data"))
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # checkpoints
 

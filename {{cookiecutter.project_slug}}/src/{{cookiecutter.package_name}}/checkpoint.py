@@ -32,7 +32,7 @@ CHECKPOINT_FIX = "rerun the same command: training resumes from the checkpoint b
 # max_steps, deliberately extend or shorten the schedule). Any other change means "a different run": start fresh.
 RESUMABLE_CHANGES = ("train.max_steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.num_workers", "train.prefetch", "train.allow_dirty", "train.strategy",
-                     "train.activation_checkpointing", "train.init_from", "train.freeze")
+                     "train.activation_checkpointing", "train.init_from", "train.freeze", "train.compile")
 RESUME_KEYS = ("seed", "data", "model", "train")  # the sections that define a training run
 
 

@@ -39,7 +39,7 @@ from .errors import REQUEUE_EXIT_CODE, ForgeError
 from .lifetime import RunLock, die_with_torchrun
 from .modelfile import ModelFile
 from .models import rollout_step
-from .trainlog import Logger, Meter, say
+from .trainlog import Logger, Meter, peak_flops, say, train_flops_per_sample
 
 # ----------------------------------------------------------------------------------------------------------------
 # data
@@ -144,6 +144,14 @@ def lr_lambda(t):
     return factor
 
 
+def flops_per_sample(spec: ModelFile, delta_scale: torch.Tensor, rollout_steps: int) -> float:
+    """Forward + backward FLOPs of RolloutLoss for one sample (counted on the meta device, once)."""
+    c, f, r = len(spec.channels), len(spec.forcings), rollout_steps
+    h, w = len(spec.latitude), len(spec.longitude)
+    return train_flops_per_sample(lambda: RolloutLoss(spec.network(), delta_scale.to("meta"), spec.latitude),
+                                  {"state": (c, h, w), "forcings": (r, f, h, w), "targets": (r, c, h, w)})
+
+
 def freeze(net: nn.Module, prefixes: list[str]) -> None:
     names = [n for n, _ in net.named_parameters()]
     for prefix in prefixes:
@@ -211,6 +219,7 @@ class Run:
     stream: BatchStream
     run_dir: Path
     step: int = 0
+    flops_per_sample: float | None = None  # model FLOPs of one sample, forward + backward
 
 
 def setup(args: argparse.Namespace, params: Params, d: Dist) -> Run:
@@ -232,10 +241,14 @@ def setup(args: argparse.Namespace, params: Params, d: Dist) -> Run:
         say(d, f"initialized from {init_from} (step {init.step})")
     if t.freeze:
         freeze(net, t.freeze)
-    net.to(d.device)
+    cuda = d.device.type == "cuda"
+    # NHWC is the layout of cuDNN's tensor-core convolutions; on CPU the default layout keeps results bitwise.
+    net.to(d.device, memory_format=torch.channels_last if cuda and t.strategy == "ddp" else torch.preserve_format)
     model = wrap(net, RolloutLoss(net, delta_scale, spec.latitude).to(d.device), t.strategy, d)
+    if t.compile:
+        model.compile()  # in place: the network's parameter names (and so the checkpoints) do not change
     trainable = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay)
+    optimizer = torch.optim.AdamW(trainable, lr=t.lr, weight_decay=t.weight_decay, fused=True if cuda else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t))
     step, sampler = 0, {"epoch": 0, "index": 0}
     if resume is not None:
@@ -243,7 +256,8 @@ def setup(args: argparse.Namespace, params: Params, d: Dist) -> Run:
         step, sampler = ckpt.restore(resume, net, optimizer, scheduler, d)
         say(d, f"resumed from {resume_path} at step {step}")
     stream = BatchStream(dataset, params, d, sampler["epoch"], sampler["index"])
-    return Run(params, d, spec, provenance, net, model, optimizer, scheduler, stream, run_dir, step)
+    flops = flops_per_sample(spec, delta_scale, t.rollout_steps) if cuda else None  # for MFU in the log
+    return Run(params, d, spec, provenance, net, model, optimizer, scheduler, stream, run_dir, step, flops)
 
 
 def train_step(run: Run, batches: Iterator[dict], meter: Meter) -> float:
@@ -310,7 +324,8 @@ def train(args: argparse.Namespace, params: Params, d: Dist, stop: StopFlag) -> 
     say(d, f"{params.model.name} with {sum(p.numel() for p in run.net.parameters()):,} parameters, {d.world} "
            f"process(es) on {d.device.type} ({t.strategy}, {t.precision}), global batch {global_batch}, "
            f"steps {run.step} -> {t.max_steps}")
-    batches, meter = iter(run.stream), Meter(d, global_batch)
+    batches = iter(run.stream)
+    meter = Meter(d, global_batch, run.flops_per_sample, peak_flops(d.device, t.precision))
     while run.step < t.max_steps:
         lr = train_step(run, batches, meter)
         logger.advance()

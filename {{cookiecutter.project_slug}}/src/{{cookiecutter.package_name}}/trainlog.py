@@ -9,9 +9,11 @@ import csv
 import os
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .config import Params
 from .distributed import Dist
@@ -19,17 +21,45 @@ from .errors import ForgeError
 
 LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "samples_per_s", "data_wait")
 
+# Dense bf16 peak of one GPU (TFLOP/s, vendor datasheets), for MFU; the first name found in the device's name wins.
+BF16_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "GH200": 989.0, "B200": 2250.0,
+                    "A100": 312.0, "L40S": 362.0, "A10": 125.0, "L4": 121.0}
+
 
 def say(d: Dist, message: str) -> None:
     if d.main:
         print(f"[train] {message}", file=sys.stderr, flush=True)
 
 
-class Meter:
-    """Sums over one log interval: the loss (kept on the device: no sync per step), step and data-wait times."""
+def train_flops_per_sample(build_loss: Callable[[], nn.Module], inputs: dict[str, tuple[int, ...]]) -> float:
+    """Model FLOPs of one training sample (forward + backward), counted once on the meta device: no memory, no
+    arithmetic, no draw from the RNGs. `build_loss()` makes the loss module; `inputs` are per-sample shapes."""
+    from torch.utils.flop_counter import FlopCounterMode
 
-    def __init__(self, d: Dist, global_batch: int):
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        loss_fn = build_loss()
+        args = [torch.zeros(1, *shape) for shape in inputs.values()]
+    with FlopCounterMode(display=False) as counter:
+        loss_fn(*args).backward()
+    return float(counter.get_total_flops())
+
+
+def peak_flops(device: torch.device, precision: str) -> float | None:
+    """The GPU's dense bf16 peak in FLOP/s when training in bf16 on a GPU listed above, else None (no MFU)."""
+    if device.type != "cuda" or precision != "bf16":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((tflops * 1e12 for key, tflops in BF16_PEAK_TFLOPS.items() if key in name), None)
+
+
+class Meter:
+    """Sums over one log interval: the loss (kept on the device: no sync per step), step and data-wait times.
+    With the model's FLOPs per sample, each row also gives achieved TFLOP/s and, against `peak` (FLOP/s per
+    process), the model FLOPs utilization."""
+
+    def __init__(self, d: Dist, global_batch: int, flops_per_sample: float | None = None, peak: float | None = None):
         self.d, self.global_batch = d, global_batch
+        self.flops_per_sample, self.peak = flops_per_sample, peak
         self.reset()
 
     def reset(self) -> None:
@@ -48,9 +78,13 @@ class Meter:
     def row(self, step: int, lr: float) -> dict:
         """The interval's log row (mean loss over ranks and steps), then start a new interval. A collective."""
         loss = self.d.all_sum(self.loss.clone()).item() / self.d.world / self.steps
-        row = {"step": step, "loss": loss, "lr": lr, "grad_norm": self.grad_norm,
-               "samples_per_s": self.global_batch * self.steps / max(self.time, 1e-9),
+        samples_per_s = self.global_batch * self.steps / max(self.time, 1e-9)
+        row = {"step": step, "loss": loss, "lr": lr, "grad_norm": self.grad_norm, "samples_per_s": samples_per_s,
                "data_wait": self.wait / max(self.time, 1e-9)}
+        if self.flops_per_sample:  # not in the CSV: only for the log line and W&B
+            row["tflops"] = self.flops_per_sample * samples_per_s / self.d.world / 1e12  # per process
+            if self.peak:
+                row["mfu"] = row["tflops"] * 1e12 / self.peak
         self.reset()
         return row
 
@@ -88,9 +122,13 @@ class Logger:
         if not self.on:
             return
         with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, LOG_COLUMNS).writerow(row)
+            csv.DictWriter(f, LOG_COLUMNS, extrasaction="ignore").writerow(row)
         text = (f"step {row['step']} loss {row['loss']:.4g} lr {row['lr']:.3g} grad_norm {row['grad_norm']:.3g} "
                 f"{row['samples_per_s']:.1f} samples/s data_wait {100 * row['data_wait']:.0f}%")
+        if "tflops" in row:
+            text += f" {row['tflops']:.1f} TFLOP/s per process"
+        if "mfu" in row:
+            text += f" MFU {100 * row['mfu']:.1f}%"
         if self.bar is not None:
             self.bar.set_postfix_str(text.split(" ", 2)[2])
         else:
