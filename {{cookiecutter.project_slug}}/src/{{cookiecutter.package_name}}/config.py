@@ -148,6 +148,7 @@ class TrainConfig(Section):
     init_from: str = ""
     freeze: list[str] = []
     allow_dirty: bool = False
+    compile: bool = False  # torch.compile the network and loss (faster steps on a GPU after a one-off compile)
 
 
 class SpectraConfig(Section):

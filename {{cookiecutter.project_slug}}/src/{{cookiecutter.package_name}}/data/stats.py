@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import xarray as xr
 
 from ..config import Params, load_params
 from ..errors import DataError
+from ..integrity import write_json_with_checksum
 
 
 def shard_paths(shards: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -147,11 +147,7 @@ class Normalizer:
 
 
 def write_stats(stats: dict, out: str | Path) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(stats, indent=1) + "\n")
-    tmp.replace(out)
+    write_json_with_checksum(out, stats)  # atomic; training checks the checksum (integrity.read_stats)
 
 
 def main(argv: list[str] | None = None) -> int:
