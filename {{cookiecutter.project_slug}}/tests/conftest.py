@@ -176,8 +176,6 @@ def make_dataset(root: Path, nlat: int = 8, nlon: int = 16, ntimes: int = 96, ch
     """Tiny deterministic shards (SHARDS format: zarr v3, data (time, channel, lat, lon), one step per chunk,
     uncompressed) and stats.json, independent of the synthetic generator so the golden losses only move when
     training changes. Waves travel eastward (so persistence is beatable) plus a little seeded noise."""
-    import json
-
     import numpy as np
     import xarray as xr
 

@@ -22,6 +22,7 @@ import torch
 from .config import Params
 from .distributed import Dist, load_full_state
 from .errors import CheckpointMismatchError, ForgeError, IntegrityError
+from .inference import grid_mismatches
 from .modelfile import ModelFile, load_checked, save_checked
 from .trainlog import say
 
@@ -134,15 +135,10 @@ def resolve_init_from(spec: str) -> Path:
 
 def check_compatible(saved: ModelFile, run: ModelFile, source: str) -> None:
     """One error naming every way the checkpoint differs from this run (channels, grid, architecture)."""
-    problems = []
-    if list(saved.channels) != list(run.channels):
-        problems.append(f"channels: checkpoint {saved.channels} vs data {run.channels}")
+    grid = lambda f: {"channels": f.channels, "latitude": f.latitude, "longitude": f.longitude}  # noqa: E731
+    problems = grid_mismatches(grid(saved), grid(run), "checkpoint", "data")
     if list(saved.forcings) != list(run.forcings):
         problems.append(f"forcings: checkpoint {saved.forcings} vs this code {run.forcings}")
-    for axis in ("latitude", "longitude"):
-        a, b = np.asarray(getattr(saved, axis)), np.asarray(getattr(run, axis))
-        if a.shape != b.shape or not np.allclose(a, b, atol=1e-4):
-            problems.append(f"grid {axis}: checkpoint {a.size} points [{_span(a)}] vs data {b.size} [{_span(b)}]")
     then, now = saved.config().model_dump(), run.config().model_dump()
     for key in sorted(set(then) | set(now)):
         if key == "patch_size" and "vit" not in (then["name"], now["name"]):
@@ -155,10 +151,6 @@ def check_compatible(saved: ModelFile, run: ModelFile, source: str) -> None:
             + ". Fix: set model.* in params.yaml to the checkpoint's values, train on the same channels and grid, "
             "or start from scratch (train.init_from: '')."
         )
-
-
-def _span(a: np.ndarray) -> str:
-    return f"{a.min():.3g}..{a.max():.3g}" if a.size else "none"
 
 
 # ----------------------------------------------------------------------------------------------------------------

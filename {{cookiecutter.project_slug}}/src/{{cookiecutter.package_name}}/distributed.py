@@ -88,17 +88,23 @@ class StopFlag:
         return bool(d.all_sum(flag).item() > 0)
 
 
-def set_determinism(seed: int, rank: int, deterministic: bool) -> None:
-    if deterministic:
+def deterministic_kernels(on: bool = True) -> None:
+    """Deterministic kernels on or off (training and evaluation share this one switch)."""
+    if on:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
-        if "torch._inductor.config" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
-            torch.use_deterministic_algorithms(True)
-        else:  # the same switch without also configuring the compiler, whose import costs ~4 s per process
-            torch._C._set_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
         # Determinism does not need uninitialized memory filled with NaN (a debugging aid that made the default
         # UNet ~2x slower on CPU).
         torch.utils.deterministic.fill_uninitialized_memory = False
-        torch.backends.cudnn.benchmark = False
+    if "torch._inductor.config" in sys.modules or not hasattr(torch._C, "_set_deterministic_algorithms"):
+        torch.use_deterministic_algorithms(on)
+    else:  # the same switch without also configuring the compiler, whose import costs ~4 s per process
+        torch._C._set_deterministic_algorithms(on)
+
+
+def set_determinism(seed: int, rank: int, deterministic: bool) -> None:
+    if deterministic:
+        deterministic_kernels(True)
     random.seed(seed + rank)
     np.random.seed((seed + rank) % 2**32)  # noqa: NPY002 - the global RNG, for any code that uses it
     torch.manual_seed(seed)  # the same on every rank: identical initial weights

@@ -12,7 +12,6 @@ the trained forecaster and its grid check, the autoregressive rollout, and deter
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -213,15 +212,15 @@ def deterministic(device: str = "cpu") -> Iterator[None]:
     """
     import torch
 
+    from .distributed import deterministic_kernels
+
     threads, was_deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    if device.startswith("cuda"):
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
-    else:
+    if not device.startswith("cuda"):
         torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
+    deterministic_kernels(True)
     try:
         yield
     finally:  # leave the process as it was (tests call main() in-process)
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(was_deterministic)
+        if not was_deterministic:
+            deterministic_kernels(False)
