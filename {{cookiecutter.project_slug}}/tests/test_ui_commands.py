@@ -105,7 +105,7 @@ def test_exp_show_rows_and_what_differs(ui):
     assert channels == ["geopotential_500"] and leads == ["6h", "12h"]
     assert ui.experiments.score(runs[3], "rmse", "geopotential_500", "12h") == 270.5
     assert ui.experiments.score(runs[2], "rmse", "geopotential_500", "12h") is None
-    assert ui.experiments.max_age(runs) == 5.0 and ui.experiments.max_age(runs[:2]) is None
+    assert ui.experiments.max_age(runs) == 10.0 and ui.experiments.max_age(runs[:2]) is None
 
 
 def test_training_progress_from_the_log(ui, tmp_path):

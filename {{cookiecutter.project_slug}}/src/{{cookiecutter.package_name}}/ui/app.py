@@ -12,6 +12,7 @@ import importlib.util
 import time
 from pathlib import Path
 
+import jinja2
 from starlette.applications import Starlette
 from starlette.responses import FileResponse, PlainTextResponse
 from starlette.routing import Mount, Route
@@ -45,6 +46,15 @@ def plotly_js() -> Path:
     if not path.is_file():
         raise ForgeError(f"{path} is missing from the plotly package. Fix: reinstall plotly from the lock.")
     return path
+
+
+def page_environment() -> jinja2.Environment:
+    """Jinja2 for the pages, with [[ ]] / [% %] / [# #] as delimiters: the project itself is rendered by cookiecutter
+    (Jinja's braces), and its pages must come out of that untouched."""
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True, keep_trailing_newline=True,
+        variable_start_string="[[", variable_end_string="]]", block_start_string="[%", block_end_string="%]",
+        comment_start_string="[#", comment_end_string="#]")
 
 
 class Project:
@@ -96,7 +106,7 @@ def create_app(root: Path, token: str, port: int, hosts: set[str] | None = None)
     from . import api, pages
 
     project = Project(root)
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
+    templates = Jinja2Templates(env=page_environment())
     csrf = csrf_token(token)
     templates.env.globals.update(project_name=project.name, csrf=csrf)
     plotly = plotly_js()

@@ -123,9 +123,11 @@ def file_stats(paths: list[Path], skip: tuple[str, ...] = (".out",)) -> tuple:
 
 
 def fingerprint(root: Path, git: Path | None) -> tuple:
-    """Changes whenever `dvc exp show` could answer differently: refs, HEAD, the queue's files, params/metrics."""
-    paths = [root / "params.yaml", root / "dvc.lock", root / METRICS, root / ".dvc" / "tmp" / "exps" / "run",
-             root / ".dvc" / "tmp" / "exps" / "celery"]
+    """Changes whenever `dvc exp show` could answer differently: refs, HEAD, params/metrics, and of the queue only
+    the waiting messages and each task's info file (not the worker's control messages, which `dvc exp show` itself
+    writes when it asks the workers: watching those would refresh forever)."""
+    exps = root / ".dvc" / "tmp" / "exps"
+    paths = [root / "params.yaml", root / "dvc.lock", root / METRICS, exps / "run", exps / "celery" / "broker" / "in"]
     if git is not None:
         paths += [git / "HEAD", git / "packed-refs", git / "refs" / "heads", git / "refs" / "exps"]
     return file_stats(paths)
@@ -133,7 +135,7 @@ def fingerprint(root: Path, git: Path | None) -> tuple:
 
 def max_age(runs: list[Run] | None) -> float | None:
     """Poll while the queue works (a running experiment's metrics appear only in its own copy)."""
-    return 5.0 if runs and any(r.state in ACTIVE for r in runs) else None
+    return 10.0 if runs and any(r.state in ACTIVE for r in runs) else None
 
 
 # ----------------------------------------------------------------------------------------------------------------

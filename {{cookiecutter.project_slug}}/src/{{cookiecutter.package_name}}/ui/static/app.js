@@ -269,8 +269,10 @@ const ACTIONS = {
     const result = await act("/api/exp/apply", {name: el.dataset.name}, "Applied and committed.");
     if (result.ok) setTimeout(() => location.reload(), 1500);
   },
-  "branch": el => act("/api/exp/branch", {name: el.dataset.name,
-    branch: el.closest("td").querySelector(".branch-name").value.trim()}, "Branch made."),
+  "branch": el => {
+    const branch = prompt("Name of the new git branch for " + el.dataset.name + ":", el.dataset.name);
+    if (branch) act("/api/exp/branch", {name: el.dataset.name, branch: branch.trim()}, "Branch " + branch + " made.");
+  },
 };
 
 document.addEventListener("click", event => {
