@@ -119,10 +119,12 @@ def tiny_project(pkg_name, project_root, tmp_path_factory):
     """This project with tiny params, its pipeline run once (`dvc repro`) and committed: the baseline."""
     import importlib
 
-    project = ui.copy_project(project_root, tmp_path_factory.mktemp("ui-tiny") / "project")
+    project = ui.copy_project(project_root, tmp_path_factory.mktemp("ui-tiny") / project_root.name)
     importlib.import_module(f"{pkg_name}.ui.params_file").save(project / "params.yaml", TINY)
     ui.sh(project, "git", "init", "-q", "-b", "main")
     ui.sh(project, sys.executable, "-m", "dvc", "init", "-q")
+    ui.sh(project, "git", "add", "-A")
+    ui.sh(project, "git", "commit", "-q", "-m", "tiny project")  # the code first: outputs are stamped with it
     ui.sh(project, sys.executable, "-m", "dvc", "repro", timeout=900)
     ui.sh(project, "git", "add", "-A")
     ui.sh(project, "git", "commit", "-q", "-m", "tiny baseline")
@@ -184,3 +186,47 @@ def test_queue_two_experiments_run_them_and_compare(pkg_name, tiny_project, brow
         report = ui.request(app.port, "GET", f"/report/{names[0]}", {"Cookie": f"forge_ui_{app.port}={app.token}"})
         assert report[0] == 200 and b"<html" in report[2][:500].lower()
         assert ui.console_errors(browser) == []
+        keep_an_experiment(browser, project, names[0])
+        pipeline_and_provenance(browser, app, project)
+
+
+def click_and_answer(browser, selector: str, answer: str | None = None) -> None:
+    """Click a button that asks (confirm / prompt) and answer it."""
+    browser.find_element("css selector", selector).click()
+    dialog = ui.wait_for(lambda: _dialog(browser), 10, "the dialog")
+    if answer is not None:
+        dialog.send_keys(answer)
+    dialog.accept()
+
+
+def _dialog(browser):
+    from selenium.common.exceptions import NoAlertPresentException
+
+    try:
+        return browser.switch_to.alert
+    except NoAlertPresentException:
+        return None
+
+
+def keep_an_experiment(browser, project: Path, name: str) -> None:
+    """`branch` then `apply + commit` from the Compare page; git shows both."""
+    click_and_answer(browser, f'button[data-action="branch"][data-name="{name}"]', "lr-study")
+    ui.wait_for(lambda: "lr-study" in ui.sh(project, "git", "branch", "--list", "lr-study"), 60, "the branch")
+    click_and_answer(browser, f'button[data-action="apply"][data-name="{name}"]')
+    ui.wait_for(lambda: f"Apply experiment {name}" in ui.sh(project, "git", "log", "-1", "--format=%s"), 120,
+                "the apply commit")
+    applied = yaml.safe_load((project / "params.yaml").read_text())
+    assert (applied["train"]["lr"], applied["model"]["width"]) == (0.001, 12)
+    assert ui.sh(project, "git", "status", "--porcelain", "--untracked-files=no") == ""  # all of it committed
+
+
+def pipeline_and_provenance(browser, app, project: Path) -> None:
+    browser.get(app.base + "/pipeline")
+    ui.wait_for(lambda: [b.text for b in browser.find_elements("css selector", "table.stages .badge")]
+                == ["up to date"] * 4, 120, "every stage up to date after the apply", every=1)
+    browser.get(app.base + "/provenance")
+    head = ui.sh(project, "git", "rev-parse", "HEAD").strip()
+    assert browser.find_element("id", "commit").text == head
+    verdict = ui.wait_for(lambda: browser.find_elements("id", "verdict"), 180, "the verify verdict", every=1)
+    assert verdict[0].text.startswith("PASS: all "), verdict[0].text  # the applied experiment reproduces
+    browser.save_screenshot(str(ui.artifacts() / "ui-provenance.png"))

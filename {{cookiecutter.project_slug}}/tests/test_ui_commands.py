@@ -179,3 +179,21 @@ def test_jobs_live_in_their_log_files(ui, tmp_path):
     assert jobs.get(finished.id).state == "done" and "done" in jobs.tail(finished.id)
     with pytest.raises(Exception, match="no job"):
         jobs.tail("../../etc/passwd")
+
+
+def test_pipeline_says_which_param_changed(ui, tmp_path):
+    pipeline = importlib.import_module(ui.commands.__name__.rsplit(".", 1)[0] + ".pipeline")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "stats": {"cmd": "x", "deps": ["data"], "params": ["data.splits"], "outs": ["stats.json"]},
+        "train": {"cmd": "y", "deps": ["src/a/train.py"], "params": ["seed", "train"], "outs": ["model.pt"]},
+        "evaluate": {"cmd": "z", "params": ["evaluate"], "outs": ["results"]}}}))
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
+        "stats": {"cmd": "x"}, "train": {"cmd": "y", "params": {"params.yaml": {
+            "seed": 0, "train": {"lr": 0.002, "max_steps": 100}}}}}}))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"seed": 0, "train": {"lr": 0.001, "max_steps": 100}}))
+    status = {"train": [{"changed deps": {"params.yaml": {"train": "modified"}, "src/a/train.py": "modified"}}]}
+    stages = {s.name: s for s in pipeline.annotated(tmp_path, status)}
+    assert stages["stats"].state == "up to date" and stages["evaluate"].state == "never run"
+    assert stages["train"].state == "changed"
+    assert stages["train"].reasons == ["param train.lr: 0.002 -> 0.001", "code src/a/train.py: modified"]
+    assert {s.state for s in pipeline.annotated(tmp_path, None)} == {"checking", "never run"}

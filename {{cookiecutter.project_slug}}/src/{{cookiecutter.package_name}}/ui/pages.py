@@ -1,5 +1,8 @@
 """The pages (GET, HTML): Configure, Pipeline, Launch, Watch, Compare, Provenance, and each run's report.
 
+Handlers are plain functions: Starlette runs them in worker threads, so a git call or a wait for a first answer
+never stalls the server for other requests.
+
 A page renders at once from what is known; an answer still being computed (dvc status, dvc exp show, verify)
 shows as "loading" and the page reloads itself when it is ready. Parts that change while a page is open (queue,
 jobs) are fragments that app.js fetches again every few seconds.
@@ -51,11 +54,11 @@ def form_state(root: Path) -> dict:
     return {"groups": groups, "values": values, "errors": errors, "other_errors": other, "sha256": sha256(text)}
 
 
-async def configure(request: Request) -> Response:
+def configure(request: Request) -> Response:
     return render(request, "configure.html", **form_state(request.app.state.project.root))
 
 
-async def pipeline_page(request: Request) -> Response:
+def pipeline_page(request: Request) -> Response:
     from .pipeline import annotated
 
     project = request.app.state.project
@@ -64,13 +67,13 @@ async def pipeline_page(request: Request) -> Response:
                   snap=snap)
 
 
-async def launch(request: Request) -> Response:
+def launch(request: Request) -> Response:
     project = request.app.state.project
     fields = schema.fields_by_key()
     return render(request, "launch.html", keys=list(fields), profiles=site_profiles(project.root))
 
 
-async def queue_fragment(request: Request) -> Response:
+def queue_fragment(request: Request) -> Response:
     project = request.app.state.project
     runs, snap = project.runs()
     queue = [r for r in runs if r.kind == "experiment" and r.state in ("queued", "running", "failed")]
@@ -78,11 +81,11 @@ async def queue_fragment(request: Request) -> Response:
     return render(request, "_queue.html", queue=queue, recent=recent, snap=snap)
 
 
-async def jobs_fragment(request: Request) -> Response:
+def jobs_fragment(request: Request) -> Response:
     return render(request, "_jobs.html", jobs=request.app.state.project.jobs.list()[:20])
 
 
-async def watch_page(request: Request) -> Response:
+def watch_page(request: Request) -> Response:
     project = request.app.state.project
     runs, _ = project.runs()
     dirs = watch.run_dirs(project.root, {r.id: r.workdir for r in runs if r.state == "running"})
@@ -101,7 +104,7 @@ def _selected(request: Request, runs: list[experiments.Run]) -> list[experiments
     return base + finished[:MAX_CHART_RUNS]
 
 
-async def compare(request: Request) -> Response:
+def compare(request: Request) -> Response:
     project = request.app.state.project
     runs, snap = project.runs()
     if not snap.ready:
@@ -117,7 +120,7 @@ async def compare(request: Request) -> Response:
                   chart=chart, score=experiments.score, text_of=text_of)
 
 
-async def provenance_page(request: Request) -> Response:
+def provenance_page(request: Request) -> Response:
     project = request.app.state.project
     stamp_path = project.root / "results" / "provenance.json"
     try:
@@ -127,7 +130,7 @@ async def provenance_page(request: Request) -> Response:
     return render(request, "provenance.html", git=project.git_state(), stamp=stamp, snap=project.verify.get())
 
 
-async def report(request: Request) -> Response:
+def report(request: Request) -> Response:
     project = request.app.state.project
     try:
         run = project.find(request.path_params["run_id"])

@@ -229,7 +229,7 @@ function drawCompare() {
     }
     Plotly.newPlot(div, traces, {title: {text: metric.toUpperCase() + " " + channel, x: 0.02, xanchor: "left"},
       xaxis: {title: {text: "lead (h)"}}, yaxis: {title: {text: metric.toUpperCase()}},
-      margin: {t: 40, r: 10}, height: 340, legend: {orientation: "h"}}, CHART_CONFIG);
+      margin: {t: 40, r: 10, b: 100}, height: 380, legend: {orientation: "h", y: -0.3}}, CHART_CONFIG);
   });
 }
 
