@@ -38,12 +38,11 @@ LEADS = [6, 12, 24, 48, 72]
 
 
 def environment(project: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update({"PYTHONPATH": str(project / "src"), "DVC_NO_ANALYTICS": "1",
-                "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
-                "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.org",
-                "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.org"})
-    return env
+    """The app's own subprocess environment (this Python's bin/ first), the copy's src/, a git identity."""
+    commands = importlib.import_module(f"{PACKAGE}.ui.commands")
+    return commands.environment({"PYTHONPATH": str(project / "src"), "DVC_NO_ANALYTICS": "1",
+                                 "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@example.org",
+                                 "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@example.org"})
 
 
 def sh(project: Path, *argv: str) -> str:

@@ -106,3 +106,10 @@ def test_an_invalid_save_writes_nothing(ui, params):
         params_file.save(params, {"train.lr": 0.001}, expected_sha256="0" * 64)
     assert params.read_bytes() == before
     assert not [p for p in params.parent.iterdir() if p.name != "params.yaml"]  # no temp file left behind
+
+
+def test_an_unknown_key_names_the_closest(ui, params):
+    params_file = ui["params_file"]
+    raw = params_file.read_raw(params.read_text())
+    with pytest.raises(ValueError, match=r"unknown key 'train.lrr'. Did you mean 'train.lr'\?"):
+        params_file.changes_from_form(raw, {"train.lrr": "0.1"}, ui["schema"].fields_by_key())

@@ -124,10 +124,13 @@ def chrome(download_dir: Path | None = None):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-                    if shutil.which(n)), None)
-    preinstalled = Path(os.environ.get("CHROMEWEBDRIVER", "/nonexistent")) / "chromedriver"  # GitHub's runners
-    driver = shutil.which("chromedriver") or (str(preinstalled) if preinstalled.is_file() else None)
+    # Debian: chromium + chromedriver from apt. GitHub's Ubuntu runners: Google Chrome + the driver in $CHROMEWEBDRIVER.
+    preinstalled = Path(os.environ.get("CHROMEWEBDRIVER", "/nonexistent")) / "chromedriver"
+    names = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+    if preinstalled.is_file():
+        names = names[2:] + names[:2]
+    browser = next((shutil.which(n) for n in names if shutil.which(n)), None)
+    driver = str(preinstalled) if preinstalled.is_file() else shutil.which("chromedriver")
     if not browser or not driver:
         pytest.fail("the web app's browser tests need Chromium and its driver. Fix (Debian/Ubuntu, as root): "
                     "apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver",

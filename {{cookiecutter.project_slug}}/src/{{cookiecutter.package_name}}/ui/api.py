@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from ..errors import ForgeError, ParamsError
 from . import commands, schema, watch
-from .params_file import PARAMS, changes_from_form, errors_by_key, read_raw, save, sha256, validate
+from .params_file import PARAMS, changes_from_form, errors_by_key, read_raw, save, sha256, unknown_key, validate
 from .schema import text_of
 
 
@@ -103,7 +103,7 @@ def queue(project, body: dict, request: Request) -> dict:
             raise ForgeError("'sweep' must map params keys to comma-separated values.")
         unknown = [k for k in sweep if k not in fields]
         if unknown:
-            raise ParamsError(f"{PARAMS}: unknown key '{unknown[0]}'. Fix: pick a key from the list.")
+            raise unknown_key(unknown[0], fields)
         combos = commands.plan_sweep(raw, {k: commands.sweep_values(fields[k], t) for k, t in sweep.items()})
     else:
         changes = changes_from_form(raw, _values(body), fields)

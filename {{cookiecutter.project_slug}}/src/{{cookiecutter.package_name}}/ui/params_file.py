@@ -9,6 +9,7 @@ so only the lines of the changed keys differ.
 from __future__ import annotations
 
 import copy
+import difflib
 import hashlib
 import io
 import math
@@ -90,7 +91,7 @@ def changes_from_form(raw: dict, texts: dict[str, str], fields: dict[str, FormFi
     """{key: new value} for every form value that differs from the file. Unknown keys are a ParamsError."""
     unknown = sorted(set(texts) - set(fields))
     if unknown:
-        raise ParamsError(f"{PARAMS}: unknown key '{unknown[0]}'. Fix: use one of the form's keys.")
+        raise unknown_key(unknown[0], fields)
     missing = object()
     changes = {}
     for key, text in texts.items():
@@ -101,6 +102,12 @@ def changes_from_form(raw: dict, texts: dict[str, str], fields: dict[str, FormFi
         if current is missing or value != current or isinstance(value, bool) != isinstance(current, bool):
             changes[key] = value
     return changes
+
+
+def unknown_key(key: str, fields: dict[str, FormField]) -> ParamsError:
+    close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return ParamsError(f"{PARAMS}: unknown key '{key}'.{hint} Fix: use a key of params.yaml, e.g. train.lr.")
 
 
 def with_changes(raw: dict, changes: dict[str, Any]) -> dict:
