@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": (".verify", "check that outputs match dvc.lock and this commit"),
     "profile": (".profiles", "install the cluster profile so `snakemake --profile NAME` works"),
     "check-params": (".config", "validate params.yaml and print the resolved values"),
+    "ui": (".ui.server", "the web app: configure, launch, watch and compare experiments in a browser"),
 }
 
 
