@@ -20,7 +20,6 @@ The noise is small (innovation std per 6 h ~ 10-20 % of the anomaly std), so 72 
 
 from __future__ import annotations
 
-import argparse
 import time as _time
 import warnings
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .. import cliargs
 from ..config import Params, load_params
 from .forcings import hour_angle, solar_declination
 
@@ -204,8 +204,7 @@ def write(ds: xr.Dataset, out: Path, time_chunk: int = 240) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="synthesize", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser = cliargs.parser("synthesize", __doc__.splitlines()[0], "params")
     parser.add_argument("--out", default="data/synthetic.zarr", help="zarr store to write")
     args = parser.parse_args(argv)
     params = load_params(args.params)
