@@ -184,6 +184,21 @@ def test_experiment_commit_verifies(project):
     assert not [r for r in table.values() if r[0] == "FAIL"], table
 
 
+def test_uncommitted_lock_or_results_fail(project):
+    """What is verified must be what is committed: an edited dvc.lock or result file fails, even if consistent."""
+    assert rows(verify.verify(project, use_dvc=False))[("committed", "dvc.lock, results")][0] == "PASS"
+    lock = project / "dvc.lock"
+    lock.write_text(lock.read_text() + "# edited\n")
+    result, detail = rows(verify.verify(project, use_dvc=False))[("committed", "dvc.lock, results")]
+    assert result == "FAIL" and "dvc.lock" in detail and "git add" in detail
+    run(project, "git", "checkout", "--", "dvc.lock")
+    metrics = project / "results" / "metrics.json"
+    metrics.write_text('{"n": 999}\n')
+    result, detail = rows(verify.verify(project, use_dvc=False))[("committed", "dvc.lock, results")]
+    assert result == "FAIL" and "results/metrics.json" in detail
+    assert verify.main(["--no-dvc"]) == 1
+
+
 def test_dvc_yaml_parsed_once(project, monkeypatch):
     """One read of dvc.yaml per verify, not one per stamp or per changed file."""
     dvcfile = importlib.import_module(PKG + ".dvcfile")

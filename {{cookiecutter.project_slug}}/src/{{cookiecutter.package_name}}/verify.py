@@ -2,10 +2,14 @@
 
 Checks, for the checked-out commit:
   git            the tree has no uncommitted code (gitstate.NOT_CODE says what is not code)
+  committed      dvc.lock and the outs git keeps (metrics, plots, provenance, the source fingerprint) have no
+                 uncommitted changes: what is verified is what is committed
+  deps           dvc.yaml's deps and params are what the code imports and reads (deps.py)
   dvc.lock       every dvc.yaml stage is locked; every out and dep on disk has the md5 dvc.lock records
                  (computed here the way DVC does), every locked param has the value params.yaml has now
   dvc status     `dvc status --json` reports nothing but "always changed" of the fingerprint stage (skipped
                  with --no-dvc or without dvc)
+  source         data.source still has the fingerprint the shards were made from (data/source.fingerprint.json)
   stamps         results/provenance.json (required), models/model.pt and the shards (when present) were made
                  from committed code at an ancestor of HEAD whose code is this commit's (or differs only in files
                  the producing stage does not depend on), with the values of the params that stage declares
@@ -23,10 +27,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import cliargs, dvcfile, environment
+from . import cliargs, deps, dvcfile, environment, fingerprint
 from .config import load_params
-from .errors import ParamsError
-from .gitstate import git_state
+from .errors import DataError, ParamsError
+from .gitstate import git_state, uncommitted
 from .hashes import md5_path
 from .provenance import param_differences
 from .verify_stamps import check_stamps
@@ -68,6 +72,25 @@ def check_git(report: Report, root: Path, stages: dict[str, dvcfile.Stage]) -> d
     else:
         report.add("git", "HEAD", PASS, f"{state['commit'][:12]} ({state['branch'] or 'detached'}), code clean")
     return state
+
+
+def check_committed(report: Report, root: Path, stages: dict[str, dvcfile.Stage]) -> None:
+    paths = ["dvc.lock", *[p for s in stages.values() for p in s.uncached]]
+    changed = uncommitted(root, [p for p in paths if (root / p).exists() or p == "dvc.lock"])
+    if changed:
+        report.add("committed", "dvc.lock, results", FAIL, f"uncommitted changes: {', '.join(changed[:6])}. Fix: "
+                   "commit them (git add dvc.lock results data && git commit) or restore them (git checkout -- ...)")
+    else:
+        report.add("committed", "dvc.lock, results", PASS, "what is verified is what is committed")
+
+
+def check_deps(report: Report, root: Path) -> None:
+    if not (root / "src" / deps.PACKAGE).is_dir():
+        report.add("deps", "dvc.yaml", SKIP, f"no src/{deps.PACKAGE} here")
+        return
+    problems = deps.check(root)
+    report.add("deps", "dvc.yaml", FAIL if problems else PASS,
+               "; ".join(problems[:4]) if problems else "deps and params = what the code imports and reads")
 
 
 def _nest(dotted: str, value):
@@ -143,6 +166,27 @@ def check_dvc_status(report: Report, root: Path, use_dvc: bool, stages: dict[str
         report.add("dvc status", ".", PASS, "data and pipelines are up to date")
 
 
+def check_source(report: Report, root: Path, params: dict | None) -> None:
+    recorded = fingerprint.read(root)
+    if recorded is None or params is None:
+        report.add("source", fingerprint.FINGERPRINT, SKIP, "no fingerprint recorded" if params else "no params")
+        return
+    source = params["data"]["source"]
+    try:
+        now = fingerprint.compute(source, root)
+    except DataError as exc:
+        report.add("source", source, WARN, f"cannot fingerprint it here: {str(exc)[:200]}")
+        return
+    if recorded.get("source") != source:
+        report.add("source", source, FAIL, f"the shards were made from {recorded.get('source')!r}; `dvc repro`")
+    elif now["sha256"] != recorded.get("sha256"):
+        report.add("source", source, FAIL, f"changed since the shards were made ({recorded.get('files')} -> "
+                   f"{now.get('files')} files, sha256 {recorded.get('sha256', '')[:12]} -> {now['sha256'][:12]}); "
+                   "rerun `dvc repro` (the shards stage reruns) and commit")
+    else:
+        report.add("source", source, PASS, f"{now['kind']}, sha256 {now['sha256'][:12]} as recorded")
+
+
 def check_environment(report: Report, root: Path) -> None:
     info = environment.package_versions(root)["lock"]
     if info["path"] is None:
@@ -163,6 +207,8 @@ def verify(root: Path | str = ".", params_path: str = "params.yaml", use_dvc: bo
     head = report.head = check_git(report, root, stages)
     if not stages:
         report.add("dvc.yaml", "dvc.yaml", FAIL, "missing or has no stages")
+    check_committed(report, root, stages)
+    check_deps(report, root)
     check_lock(report, root, stages)
     check_dvc_status(report, root, use_dvc, stages)
     try:
@@ -170,6 +216,7 @@ def verify(root: Path | str = ".", params_path: str = "params.yaml", use_dvc: bo
     except ParamsError as exc:
         params = None
         report.add("params", params_path, FAIL, str(exc).splitlines()[0])
+    check_source(report, root, params)
     for row in check_stamps(root, head, stages, params):
         report.add("stamp", *row)
     check_environment(report, root)
