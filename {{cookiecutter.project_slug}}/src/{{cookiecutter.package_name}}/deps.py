@@ -16,6 +16,7 @@ their leaves, merged over its rules. Add a module, an import or a params key rea
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from dataclasses import dataclass
@@ -87,22 +88,25 @@ def _module_file(dotted: str) -> Path | None:
 
 
 def _package_of(path: Path) -> list[str]:
-    rel = path.relative_to(PACKAGE_DIR).with_suffix("").parts
-    return [PACKAGE, *rel[:-1]] if rel[-1] != "__init__" else [PACKAGE, *rel[:-1]]
+    """The package a module file belongs to, as name parts (for pkg/data/stats.py and pkg/data/__init__.py alike:
+    [pkg, data])."""
+    return [PACKAGE, *path.relative_to(PACKAGE_DIR).parts[:-1]]
 
 
-def imported_modules(path: Path) -> set[str]:
+@functools.cache
+def imported_modules(path: Path) -> frozenset[str]:
     """Dotted names of the package's modules that `path` imports (anywhere in it, lazily or not)."""
     found = set()
+    package = _package_of(path)
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
-            base = _package_of(path)[: len(_package_of(path)) - node.level + 1] if node.level else []
+            base = package[: len(package) - node.level + 1] if node.level else []
             module = ".".join([*base, *(node.module.split(".") if node.module else [])])
             found.add(module)
             found |= {f"{module}.{alias.name}" for alias in node.names}  # `from . import x`: x may be a module
-    return {m for m in found if _module_file(m)}
+    return frozenset(m for m in found if _module_file(m))
 
 
 def _with_parents(dotted: str) -> list[str]:
