@@ -14,7 +14,6 @@ Normalization (model space):
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .. import cliargs
 from ..config import Params, load_params
 from ..errors import DataError
 from ..integrity import write_json_with_checksum
@@ -151,9 +151,7 @@ def write_stats(stats: dict, out: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="stats", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--shards", default="data/shards", help="directory of block_*.zarr shards")
+    parser = cliargs.parser("stats", __doc__.splitlines()[0], "params", "shards")
     parser.add_argument("--out", default="data/stats.json", help="JSON file to write")
     args = parser.parse_args(argv)
     params: Params = load_params(args.params)

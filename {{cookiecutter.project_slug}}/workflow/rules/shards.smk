@@ -1,0 +1,55 @@
+# Source -> shards: the built-in synthetic atmosphere (when data.source is "synthetic"), then one job per time block.
+
+
+rule synthesize:
+    """The built-in synthetic atmosphere (only when data.source is "synthetic")."""
+    input:
+        params=ancient(PARAMS_FILE),
+    output:
+        store=directory("data/synthetic.zarr"),
+    params:
+        cli=CLI,
+        read=PLAN.reads("synthesize"),
+        code=PLAN.code("synthesize"),
+    log:
+        "logs/synthesize.log",
+    conda:
+        "../envs/project.yaml"
+    shell:
+        "{params.cli} synthesize --params {input.params} --out {output.store} 2>&1 | tee {log}"
+
+
+rule shard:
+    """One time block of the source, canonicalized and checked, as its own zarr store."""
+    input:
+        params=ancient(PARAMS_FILE),
+        fingerprint=ancient(rules.fingerprint.output.json),
+        synthetic=rules.synthesize.output.store if PLAN.synthetic else [],
+    output:
+        shard=directory("data/shards/block_{block}.zarr"),
+    wildcard_constraints:
+        block=r"\d{4}",
+    params:
+        cli=CLI,
+        read=PLAN.reads("shard"),
+        code=PLAN.code("shard"),
+    log:
+        "logs/shard/{block}.log",
+    conda:
+        "../envs/project.yaml"
+    shell:
+        "{params.cli} shard --params {input.params} --block {wildcards.block} --out {output.shard} 2>&1 | tee {log}"
+
+
+SHARDS = expand(rules.shard.output.shard, block=PLAN.blocks)
+
+
+rule shards:
+    """All shards (a target: `snakemake shards`); removes shards of blocks that the params no longer plan."""
+    localrule: True
+    input:
+        shards=SHARDS,
+    log:
+        "logs/shards.log",
+    run:
+        pipeline.remove_stale_shards(input.shards, log[0])
