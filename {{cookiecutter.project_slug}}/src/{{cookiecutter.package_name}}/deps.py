@@ -2,6 +2,7 @@
 
     <package> deps            every stage's params and code deps, as dvc.yaml must list them
     <package> deps --check    compare with dvc.yaml; exit 1 naming each missing or extra entry and its fix
+    <package> deps --write    rewrite each stage's params and code deps in dvc.yaml (comments and data deps kept)
 
 Code: a stage runs Snakemake rules (`--allowed-rules` in its dvc.yaml command); a rule runs `<package>` commands
 (RULES below; its shell line says `{params.cli} COMMAND`); cli.COMMANDS maps a command to its module. The stage's
@@ -25,6 +26,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from . import cliargs, dvcfile
+from .fileio import atomic_write_text
 from .config import Params
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -204,11 +206,42 @@ def render(root: Path | str = ".") -> str:
     return "\n".join(lines)
 
 
+def _replace_list(lines: list[str], start: int, key: str, items: list[str]) -> list[str]:
+    """Within the stage starting at lines[start], replace the `    key:` list by `items` (kept entries first)."""
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].strip() and not lines[i].startswith("    ")),
+               len(lines))
+    head = next((i for i in range(start, end) if lines[i] == f"    {key}:"), None)
+    if head is None:
+        return lines
+    stop = next((i for i in range(head + 1, end) if not lines[i].startswith("      - ")), end)
+    return lines[: head + 1] + [f"      - {item}" for item in items] + lines[stop:]
+
+
+def write(root: Path | str = ".") -> Path:
+    """Rewrite dvc.yaml's params and code deps of every Snakemake-running stage from the code."""
+    root = Path(root)
+    path = root / "dvc.yaml"
+    lines = path.read_text().splitlines()
+    for stage in dvcfile.stages(root).values():
+        if not stage.rules():
+            continue
+        start = lines.index(f"  {stage.name}:")
+        lines = _replace_list(lines, start, "params", param_keys(stage.rules()))
+        data = [d for d in stage.deps if not _is_code(d)]
+        lines = _replace_list(lines, start, "deps", data + list(code_deps(root, stage.rules())))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = cliargs.parser("deps", __doc__)
     p.add_argument("--check", action="store_true", help="compare with dvc.yaml; exit 1 on any difference")
+    p.add_argument("--write", action="store_true", help="rewrite dvc.yaml's params and code deps from the code")
     p.add_argument("--root", default=".", help="project root (default: .)")
     args = p.parse_args(argv)
+    if args.write:
+        print(f"wrote {write(args.root)}", file=sys.stderr)
+        return 0
     if not args.check:
         print(render(args.root))
         return 0
