@@ -26,8 +26,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from . import cliargs, dvcfile
-from .fileio import atomic_write_text
 from .config import Params
+from .fileio import atomic_write_text
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PACKAGE = PACKAGE_DIR.name
