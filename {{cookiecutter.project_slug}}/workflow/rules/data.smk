@@ -44,12 +44,15 @@ rule stats:
 
 
 rule shards:
-    """All shards (a target: `snakemake shards`); removes shards of blocks that the params no longer plan."""
+    """All shards and the static fields (a target: `snakemake shards`); removes shards of blocks that the params no
+    longer plan, and static fields that data.static no longer asks for."""
     localrule: True
     input:
-        SHARDS,
+        SHARDS + STATIC,
     run:
         import shutil
 
         for stale in set(map(str, Path("data/shards").glob("block_*.zarr"))) - set(SHARDS):
             shutil.rmtree(stale)
+        if not STATIC:
+            shutil.rmtree("data/shards/static.zarr", ignore_errors=True)

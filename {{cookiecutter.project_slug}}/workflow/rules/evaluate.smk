@@ -3,7 +3,7 @@
 
 rule evaluate:
     input:
-        SHARDS,
+        SHARDS + STATIC,
         "data/stats.json",
         "models/model.pt",
     output:

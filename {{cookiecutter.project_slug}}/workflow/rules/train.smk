@@ -4,13 +4,13 @@
 
 rule train:
     input:
-        SHARDS,
+        SHARDS + STATIC,
         "data/stats.json",
     output:
         "models/model.pt",
         "results/train_log.csv",
     params:
-        section("seed", "model", "train", "wandb"),
+        section("seed", "data", "model", "train", "wandb"),
     resources:
         nodes=1,  # the profiles set these per site (profiles/*/config.yaml)
         tasks=1,  # processes per node: one per GPU, or CPU processes
