@@ -205,3 +205,24 @@ def test_real_source_never_synthesizes_and_its_change_reruns_the_shards(small_pr
     changed = status()
     assert set(changed) == {"shards"}, changed
     assert {"changed deps": {"data/source.fingerprint.json": "modified"}} in changed["shards"]
+
+
+def test_shards_target_builds_the_static_fields_and_drops_them_when_unlisted(small_project, pkg_name):
+    """`snakemake shards` (the DVC shards stage) writes data/shards/static.zarr when data.static lists fields, and
+    removes it again when the list is emptied (a stale store must not be mistaken for the current one)."""
+    import importlib
+
+    path = small_project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["data"]["static"] = ["land_sea_mask", "geopotential_at_surface"]
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    done = snakemake(small_project, "shards", "--cores", "2")
+    assert re.search(r"^static\s+1", done.stdout + done.stderr, re.M), "one static job"
+    store = small_project / "data" / "shards" / "static.zarr"
+    names, fields = importlib.import_module(f"{pkg_name}.data.statics").read_static(store)
+    assert names == params["data"]["static"] and fields.shape == (2, 8, 16)
+    assert len(list(store.parent.glob("block_*.zarr"))) == 4
+    params["data"]["static"] = []
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    snakemake(small_project, "shards", "--cores", "2", "--rerun-triggers", "mtime")  # the blocks are unchanged
+    assert not store.exists() and len(list(store.parent.glob("block_*.zarr"))) == 4

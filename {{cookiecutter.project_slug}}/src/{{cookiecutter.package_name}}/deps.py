@@ -45,11 +45,15 @@ RULES: dict[str, Rule] = {
     "fingerprint": Rule(("fingerprint",), ("data.source",)),
     "synthesize": Rule(("synthesize",), ("seed", "data.start", "data.end", "data.synthetic.*")),
     "shard": Rule(("shard",), ("data.source", "data.variables", "data.levels", "data.start", "data.end",
-                               "data.time_stride", "data.coarsen", "data.block_size", "data.synthetic.step_hours")),
+                               "data.time_stride", "data.coarsen", "data.block_size", "data.synthetic.step_hours",
+                               "data.rename", "data.grid")),
+    "static": Rule(("static",), ("data.source", "data.rename", "data.start", "data.end", "data.coarsen",
+                                 "data.grid", "data.static", "data.static_source")),
     "shards": Rule((), ()),  # removes shards the plan no longer has
     "stats": Rule(("stats",), ("data.splits.train", "train.lead_hours")),
-    "train": Rule(("launch",), ("seed", "data.splits.train", "model.*", "train.*", "wandb.*")),
-    "evaluate": Rule(("evaluate",), ("data.splits.train", "data.splits.test", "train.lead_hours", "evaluate.*")),
+    "train": Rule(("launch",), ("seed", "data.splits.train", "data.static", "model.*", "train.*", "wandb.*")),
+    "evaluate": Rule(("evaluate",), ("data.splits.train", "data.splits.test", "data.static", "train.lead_hours",
+                                     "evaluate.*")),
     "report": Rule(("report",), ()),
 }
 

@@ -85,10 +85,11 @@ def plan(params_file: str, main_process: bool) -> Plan:
 
 
 def remove_stale_shards(keep: list[str], log: str) -> None:
-    """Remove block_*.zarr shards next to `keep` that the plan no longer has (fewer blocks after a params change);
-    name each in `log`."""
+    """Remove block_*.zarr shards (and static.zarr) next to `keep` that the plan no longer has (fewer blocks after a
+    params change, data.static emptied); name each in `log`."""
     folder = Path(keep[0]).parent if keep else Path("data/shards")
-    stale = sorted(set(map(str, folder.glob("block_*.zarr"))) - set(map(str, keep)))
+    made = [*folder.glob("block_*.zarr"), *folder.glob("static.zarr")]
+    stale = sorted(set(map(str, made)) - set(map(str, keep)))
     for path in stale:
         shutil.rmtree(path)
     Path(log).parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ rule evaluate:
     input:
         params=ancient(PARAMS_FILE),
         shards=SHARDS,
+        static=STATIC,
         stats=rules.stats.output.json,
         model=rules.train.output.model,
     output:

@@ -41,7 +41,28 @@ rule shard:
         "{params.cli} shard --params {input.params} --block {wildcards.block} --out {output.shard} 2>&1 | tee {log}"
 
 
+rule static:
+    """The time-invariant input fields (data.static) on the shards' grid, normalized; only when data.static lists any."""
+    input:
+        params=ancient(PARAMS_FILE),
+        fingerprint=ancient(rules.fingerprint.output.json),
+        synthetic=rules.synthesize.output.store if PLAN.synthetic else [],
+    output:
+        store=directory("data/shards/static.zarr"),
+    params:
+        cli=CLI,
+        read=PLAN.reads("static"),
+        code=PLAN.code("static"),
+    log:
+        "logs/static.log",
+    conda:
+        "../envs/project.yaml"
+    shell:
+        "{params.cli} static --params {input.params} --out {output.store} 2>&1 | tee {log}"
+
+
 SHARDS = expand(rules.shard.output.shard, block=PLAN.blocks)
+STATIC = [rules.static.output.store] if PLAN.params.data.static else []
 
 
 rule shards:
@@ -49,7 +70,8 @@ rule shards:
     localrule: True
     input:
         shards=SHARDS,
+        static=STATIC,
     log:
         "logs/shards.log",
     run:
-        pipeline.remove_stale_shards(input.shards, log[0])
+        pipeline.remove_stale_shards(input.shards + input.static, log[0])

@@ -6,6 +6,7 @@ rule train:
     input:
         params=ancient(PARAMS_FILE),
         shards=SHARDS,
+        static=STATIC,
         stats=rules.stats.output.json,
     output:
         model=update("models/model.pt"),
