@@ -15,8 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ParamsError
-from .regions import WB2_REGIONS
-from .regions import check_names as check_region_names
+from .regionboxes import WB2_REGIONS
+from .regionboxes import check_names as check_region_names
 
 DEFAULT_PARAMS = Path("params.yaml")
 
