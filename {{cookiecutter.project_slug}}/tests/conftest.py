@@ -135,7 +135,7 @@ class Tiny:
             "  init_every_hours: 24\n"
             "  headline: [geopotential_500, 2m_temperature]\n"
             "  batch_size: 4\n"
-            "  key_leads_hours: [6, 24, 72]\n"
+            "  key_leads_hours: [6, 24]\n"  # within max_lead_hours (config refuses leads beyond it)
             "  map_leads_hours: [24]\n"
             "  allow_dirty: true\n"
         )

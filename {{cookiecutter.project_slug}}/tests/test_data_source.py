@@ -4,6 +4,7 @@ delete nothing; coarsening and Pa -> hPa work; the block plan is cheap and compl
 from __future__ import annotations
 
 import importlib
+import time
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +209,29 @@ def test_cloud_urls_need_their_optional_package(monkeypatch):
     monkeypatch.setattr(archive.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataError, match="pip install gcsfs"):
         source.open_source("gs://weatherbench2/datasets/era5/x.zarr")
+
+
+def test_an_unreachable_url_fails_in_seconds_with_one_line_before_opening(tmp_path, monkeypatch):
+    """A shard job on a compute node without network: one line naming the key and the endpoint, within the probe's
+    timeout, and nothing opened, whether the URL is the whole source or one entry of a list (the shards' path)."""
+    remote = importlib.import_module(f"{PACKAGE}.remote")
+    archive = importlib.import_module(f"{PACKAGE}.data.archive")
+    for key in ("HTTPS_PROXY", "https_proxy"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(remote, "PROBE_TIMEOUT_S", 3.0)
+    opened, open_zarr = [], archive._open_zarr
+    monkeypatch.setattr(archive, "_open_zarr", lambda path: opened.append(path) or open_zarr(path))
+    url = "https://forge-offline.invalid/era5/wb2.zarr"
+    local = write_store(canonical(), tmp_path / "local.zarr")
+    for attempt in (lambda: source.open_source(url), lambda: source.open_canonical(params_for([local, url]))):
+        started = time.perf_counter()
+        with pytest.raises(DataError) as caught:
+            attempt()
+        assert time.perf_counter() - started < 8
+        message = str(caught.value)
+        assert "\n" not in message and f"data.source {url!r}: cannot reach forge-offline.invalid:443" in message
+        assert "Fix:" in message
+    assert opened == [local]  # the local entry of the list, listed first; never the URL
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -98,3 +98,21 @@ def test_cli_writes_the_same_bytes_until_the_source_changes(fp, store, tmp_path,
     (store / "extra").write_text("x")
     fp.main(["--params", str(tmp_path / "params.yaml"), "--out", str(out)])
     assert out.read_bytes() != written
+
+
+def test_a_list_source_is_each_entry_in_order(fp, store, tmp_path, project_root):
+    """data.source may be a list (one glob per variable): the CLI fingerprints every entry; changing one entry or
+    the order changes the fingerprint."""
+    for i in range(2):
+        small_dataset().to_netcdf(tmp_path / f"part{i}.nc")
+    entries = [str(store), str(tmp_path / "part*.nc")]
+    params = (project_root / "params.yaml").read_text().replace('source: "synthetic"', f"source: {json.dumps(entries)}")
+    (tmp_path / "params.yaml").write_text(params.replace("variables: []", "variables: [2m_temperature]"))
+    out = tmp_path / "fingerprint.json"
+    assert fp.main(["--params", str(tmp_path / "params.yaml"), "--out", str(out)]) == 0
+    found = json.loads(out.read_text())
+    assert found["source"] == entries and found["kind"] == "list" and found["files"] == found["entries"][0]["files"] + 2
+    assert [e["sha256"] for e in found["entries"]] == [fp.compute(e)["sha256"] for e in entries]
+    assert fp.compute(entries[::-1])["sha256"] != found["sha256"]
+    small_dataset().to_netcdf(tmp_path / "part2.nc")
+    assert fp.compute(entries)["sha256"] != found["sha256"]

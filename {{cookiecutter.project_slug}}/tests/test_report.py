@@ -112,6 +112,42 @@ def test_report_without_train_log_or_provenance(tmp_path, pkg_name, report_mod):
     assert "No provenance found" in page and "0123456789abcdef" not in page
 
 
+def test_provenance_shows_the_job_and_the_data_source(tmp_path, pkg_name, report_mod, monkeypatch):
+    """Provenance schema 2: the job is stamp["job"] = {scheduler, id} (no "job_id"); stamp["source"] is the source
+    fingerprint, shown as what data.source was and its sha256."""
+    fingerprint = importlib.import_module(f"{pkg_name}.fingerprint")
+    prov = importlib.import_module(f"{pkg_name}.provenance")
+    results = make_results(pkg_name, tmp_path / "results")
+    root = tmp_path / "project"
+    for name in ("t2m", "z500"):
+        (root / "era5" / name).mkdir(parents=True)
+        (root / "era5" / name / "2000.nc").write_bytes(name.encode())
+    found = fingerprint.compute(["era5/t2m/*.nc", "era5/z500/*.nc"], root)
+    fingerprint.write(found, root / fingerprint.FINGERPRINT)
+    monkeypatch.delenv("PBS_JOBID", raising=False)
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    stamp = prov.write_provenance(results / "provenance.json", params={"seed": 0}, command="evaluate", root=root)
+    assert stamp["schema"] == 2 and "job_id" not in stamp
+    evaluation = json.loads((results / "evaluation.json").read_text())
+    evaluation["model_provenance"] = {"commit": "0123456789abcdef", "job": {"scheduler": "pbs", "id": "9.pbs01"},
+                                      "source": {"source": "synthetic", "kind": "synthetic", "sha256": "5e" * 32}}
+    (results / "evaluation.json").write_text(json.dumps(evaluation))
+    rows = {label: (here, trained) for label, here, trained in
+            report_mod.provenance_view(report_mod.load_results(results))["rows"]}
+    assert rows["job"] == ("77_3 (slurm)", "9.pbs01 (pbs)")
+    assert rows["data source"] == (
+        f"era5/t2m/*.nc, era5/z500/*.nc (list, 2 files), fingerprint sha256 {found['sha256']}",
+        f"synthetic (synthetic), fingerprint sha256 {'5e' * 32}")
+    report_mod.main(["--results", str(results)])
+    page = (results / "report.html").read_text()
+    assert f"<tr><th>data source</th><td>era5/t2m/*.nc, era5/z500/*.nc (list, 2 files), fingerprint sha256 " \
+           f"{found['sha256']}</td>" in page
+    (root / fingerprint.FINGERPRINT).unlink()  # a stamp without a fingerprint says so
+    no_source = prov.collect(params={"seed": 0}, command="evaluate", root=root)
+    assert report_mod.stamp_fields(no_source)["data source"] == "not recorded"
+
+
 class _Tables(html.parser.HTMLParser):
     """Cells of every <table id=...> in a page: {id: [[(class, style, text), ...] per row]}."""
 

@@ -2,7 +2,8 @@
 
 1. Configure and Watch on a copy of this project: the token opens the app; train.lr and model.width are changed in
    the form; a bad width shows exactly the CLI's message and Save leaves params.yaml byte-identical; a good one
-   saves every comment; the loss curve grows while the training log grows.
+   saves every comment; data.source becomes a list and data.rename a mapping; the loss curve grows while the
+   training log grows.
 2. (slow) A tiny real project: two experiments queued from the form and run by `dvc queue start`; Compare lists
    both with the params that differ and their headline RMSE, and overlays their curves.
 Screenshots go to $FORGE_ARTIFACTS (default ./artifacts). Without Chromium the tests fail with the install line.
@@ -98,6 +99,20 @@ def test_configure_and_watch(pkg_name, project_root, tmp_path, browser):
         comments = [line[line.index("#"):] for line in before if "#" in line]
         assert comments == [line[line.index("#"):] for line in saved.splitlines() if "#" in line]  # every comment
         browser.save_screenshot(str(ui.artifacts() / "ui-configure.png"))
+
+        # a union and a mapping: data.source becomes a list (which needs data.variables), data.rename is filled
+        type_into(browser, "data.source", "[era5/t2m/*.nc, era5/z/*.nc]")
+        type_into(browser, "data.rename", "{tmp2m: 2m_temperature}")
+        ui.wait_for(lambda: "needs data.variables" in message(browser, "data.variables"), 20, "the cross-key message")
+        type_into(browser, "data.variables", "[2m_temperature, geopotential]")
+        ui.wait_for(lambda: message(browser, "data.variables") == "", 20, "that message to clear")
+        browser.find_element("id", "save").click()
+        data = ui.wait_for(lambda: yaml.safe_load((project / "params.yaml").read_text())["data"]["rename"] and
+                           yaml.safe_load((project / "params.yaml").read_text())["data"], 20, "the mapping to be saved")
+        assert (data["source"], data["rename"], data["variables"]) == (
+            ["era5/t2m/*.nc", "era5/z/*.nc"], {"tmp2m": "2m_temperature"}, ["2m_temperature", "geopotential"])
+        saved = (project / "params.yaml").read_text().splitlines()
+        assert comments == [line[line.index("#"):] for line in saved if "#" in line]  # every comment, still
 
         log = project / "results" / "train_log.csv"
         log.parent.mkdir()

@@ -31,6 +31,34 @@ def test_queue_is_an_argument_list_of_validated_overrides(ui):
                         "-Strain.deterministic=false"]
 
 
+def test_queued_overrides_give_dvc_exactly_the_values(ui, project_root, tmp_path):
+    """DVC's own applier of `-S` (Hydra's grammar) turns the argv into exactly the values entered: a list where a
+    path was, a mapping replaced (Hydra would merge it into the file's), non-ASCII text. What it would read
+    differently, or resolve (`${...}`), is refused naming the key."""
+    from dvc.utils.cli_parse import to_path_overrides
+    from dvc.utils.hydra import apply_overrides
+
+    params = tmp_path / "params.yaml"
+    params.write_text((project_root / "params.yaml").read_text().replace("rename: {}", "rename: {old: x}"))
+    raw = yaml.safe_load(params.read_text())
+    changes = {"data.source": ["era5/t2m/*.nc", "era5/z é/*.nc"], "data.variables": ["2m_temperature"],
+               "data.rename": {"tmp2m": "2m_temperature", "10u": "10m_u_component_of_wind"},
+               "evaluate.spectra.band": [20.0, 70.5], "train.lr": 0.001}
+    argv = ui.commands.queue_argv(changes, raw)
+    assert "-S~data.rename" in argv and "-S+data.rename={tmp2m:\"2m_temperature\",10u:\"10m_u_component_of_wind\"}" \
+        in argv
+    overrides = to_path_overrides([a[2:] for a in argv[6:]])
+    assert list(overrides) == ["params.yaml"]
+    apply_overrides(str(params), overrides["params.yaml"])
+    assert yaml.safe_load(params.read_text()) == ui.params_file.with_changes(raw, changes)
+    assert ui.commands.queue_argv({"data.rename": {}}, {})[6:] == ["-S+data.rename={}"]  # not in the file: added
+    errors = importlib.import_module(ui.commands.__name__.rsplit(".", 2)[0] + ".errors")
+    for key, value in (("data.rename", {"true": "x"}), ("data.rename", {"1": "x"}), ("data.source", "a\\b\""),
+                       ("data.source", "x\ny"), ("data.source", "${oc.env:HOME}/era5.zarr")):
+        with pytest.raises(errors.ParamsError, match=f"cannot (pass|queue) {key}="):
+            ui.commands.queue_argv({key: value}, raw)
+
+
 def test_names_that_could_be_options_or_paths_are_refused(ui):
     errors = importlib.import_module(ui.commands.__name__.rsplit(".", 2)[0] + ".errors")
     for bad in ("-rf", "--force", "a;b", "$(id)", "../x", "", "a b", "x\n"):

@@ -9,7 +9,8 @@ from __future__ import annotations
 import difflib
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -307,6 +308,47 @@ def _format_error(err: dict, path: Path) -> str:
     return f"{path}: bad value for '{key}': {value!r} ({msg}). Fix: change '{key}' in {path}."
 
 
+def _union_tag_at(loc: tuple) -> int | None:
+    """Where in `loc` pydantic names the member of a union it tried ('str', 'list[str]' after data.source): the
+    index of that tag, which is no key of params.yaml; None when `loc` passes no union."""
+    model: Any = Params
+    for i, part in enumerate(loc[:-1]):
+        field = getattr(model, "model_fields", {}).get(part) if isinstance(model, type) else None
+        if field is None:
+            return None
+        model = field.annotation
+        if get_origin(model) in (Union, UnionType):
+            return i + 1
+    return None
+
+
+def _error_lines(errors: list[dict], raw: dict, path: Path) -> list[str]:
+    """One line per error; the errors of a union's members (one per member tried) become one line for its key."""
+    lines: list[str | tuple] = []
+    tried: dict[tuple, list[str]] = {}
+    for err in errors:
+        loc = tuple(err["loc"])
+        at = _union_tag_at(loc)
+        if at is None:
+            lines.append(_format_error(err, path))
+            continue
+        if loc[:at] not in tried:
+            tried[loc[:at]] = []
+            lines.append(loc[:at])
+        if str(loc[at]) not in tried[loc[:at]]:
+            tried[loc[:at]].append(str(loc[at]))
+    out = []
+    for line in lines:
+        if isinstance(line, tuple):
+            key, value = ".".join(map(str, line)), raw
+            for part in line:
+                value = value.get(part) if isinstance(value, dict) else None
+            line = (f"{path}: bad value for '{key}': {value!r} (expected {' or '.join(tried[line])}). "
+                    f"Fix: change '{key}' in {path}.")
+        out.append(line)
+    return out
+
+
 def validate_params(raw: Any, path: Path | str = DEFAULT_PARAMS) -> Params:
     """Validate an already-parsed params mapping; raise ParamsError with every problem, one per line."""
     path = Path(path)
@@ -315,8 +357,7 @@ def validate_params(raw: Any, path: Path | str = DEFAULT_PARAMS) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = [_format_error(err, path) for err in exc.errors()]
-        raise ParamsError("\n".join(lines)) from None
+        raise ParamsError("\n".join(_error_lines(exc.errors(), raw, path))) from None
 
 
 def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:

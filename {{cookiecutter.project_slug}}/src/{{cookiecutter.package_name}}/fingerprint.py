@@ -13,6 +13,7 @@ What it covers, without reading any data:
                are never rewritten in place).
   synthetic    nothing to fingerprint: the synthetic store is made from params and code the shards stage
                already depends on.
+  a list       each entry as above, and a sha256 over the entries' fingerprints in their order.
 The JSON has no time of computation in it: an unchanged source gives the same bytes, so DVC (the `fingerprint`
 stage, which runs on every `dvc repro`) reruns the shards exactly when the source changed. provenance.collect
 stamps this file into every shard, the model and the results (key "source").
@@ -113,9 +114,14 @@ def _remote(url: str) -> dict:
             "sha256": _sha256([entries, metadata])}
 
 
-def compute(source: str, root: Path | str = ".") -> dict:
+def compute(source: str | list[str], root: Path | str = ".") -> dict:
     """The fingerprint of a data.source value (a dict with "source", "kind" and "sha256", JSON-able); a relative
-    local path is taken from `root`, the project root."""
+    local path is taken from `root`, the project root. A list of entries gives kind "list": each entry's
+    fingerprint, and a sha256 over them in order."""
+    if isinstance(source, (list, tuple)):
+        parts = [compute(entry, root) for entry in source]
+        return {"source": list(source), "kind": "list", "files": sum(p.get("files", 0) for p in parts),
+                "entries": parts, "sha256": _sha256([p["sha256"] for p in parts])}
     if source == "synthetic":
         found = {"kind": "synthetic", "sha256": _sha256("synthetic")}
     elif remote.protocol(source) in (None, "file", "local"):

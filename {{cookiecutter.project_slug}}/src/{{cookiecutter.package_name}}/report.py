@@ -108,6 +108,16 @@ def _hardware(hw: dict) -> str:
 DIRTY = {True: "YES: uncommitted code (see diff sha256)", False: "no (clean)"}
 
 
+def _source(found: dict | None) -> str:
+    """The stamp's "source": what data.source was when the shards were made, and its fingerprint."""
+    if not found:
+        return "not recorded"
+    source = found.get("source")
+    label = ", ".join(map(str, source)) if isinstance(source, list) else str(source or "?")
+    files = f", {found['files']} files" if found.get("files") else ""
+    return f"{label} ({found.get('kind', '?')}{files}), fingerprint sha256 {found.get('sha256') or '–'}"
+
+
 def stamp_fields(stamp: dict | None) -> dict[str, str]:
     """The parts of a provenance stamp worth reading, as label -> text."""
     if not stamp:
@@ -123,6 +133,7 @@ def stamp_fields(stamp: dict | None) -> dict[str, str]:
         "code sha256": str(stamp.get("code_sha256") or "–"),
         "params sha256": str(stamp.get("params_sha256") or "–"),
         "seed": str(stamp.get("seed")),
+        "data source": _source(stamp.get("source")),
         "data / inputs": "\n".join(
             f"{k}: {v.get('md5')} ({v.get('from')})" if isinstance(v, dict) else f"{k}: {v}"
             for k, v in sorted(inputs.items())

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .. import remote
 from ..errors import DataError
 from .names import wb2_renames
 
@@ -92,13 +93,16 @@ def netcdf_files(path: str) -> list:
     return sorted(glob.glob(path, recursive=True))
 
 
-def open_entries(path: str, rename: Mapping[str, str] | None = None) -> list[Entry]:
+def open_entries(path: str, rename: Mapping[str, str] | None = None, key: str = "data.source") -> list[Entry]:
     """Open one data.source entry lazily and normalize it (see the module docstring).
 
     A netCDF glob may match several kinds of file (e.g. `era5/*.nc` over NCAR's one-variable-per-file layout):
-    files with the same variables are concatenated in time, and each kind becomes an Entry of its own."""
+    files with the same variables are concatenated in time, and each kind becomes an Entry of its own. A URL's
+    endpoint is probed first: where there is no network (a compute node) this fails in seconds with one line that
+    names `key`, instead of the filesystem's minutes of retries."""
     path = str(path)
     _require_protocol_package(path)
+    remote.require_reachable(path, key)
     if _is_zarr(path):
         if _protocol(path) is None and not Path(path).exists():
             raise DataError(f"source {path!r} does not exist. Fix: check data.source in params.yaml.")
@@ -124,9 +128,9 @@ def open_entries(path: str, rename: Mapping[str, str] | None = None) -> list[Ent
     return entries
 
 
-def open_entry(path: str, rename: Mapping[str, str] | None = None) -> Entry:
+def open_entry(path: str, rename: Mapping[str, str] | None = None, key: str = "data.source") -> Entry:
     """The one Entry of a source entry (e.g. a grid file); several kinds of file in it are merged."""
-    entries = open_entries(path, rename)
+    entries = open_entries(path, rename, key)
     if len(entries) == 1:
         return entries[0]
     return Entry(str(path), merge_entries(entries, f"source {path!r}"))

@@ -56,7 +56,7 @@ def target_grid(spec: str) -> tuple[np.ndarray, np.ndarray]:
 def _grid_file(path: str) -> tuple[np.ndarray, np.ndarray]:
     from .archive import open_entry
 
-    ds = open_entry(path).ds
+    ds = open_entry(path, key="data.grid").ds
     return (np.asarray(ds["latitude"].values, dtype=np.float64),
             np.asarray(ds["longitude"].values, dtype=np.float64))
 

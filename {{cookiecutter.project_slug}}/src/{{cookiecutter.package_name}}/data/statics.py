@@ -62,9 +62,10 @@ def check_static(params, source=None) -> None:
 def open_static(params, source=None) -> dict[str, tuple[str, xr.DataArray]]:
     """{name: (entry, lazy DataArray ([time,] latitude, longitude) on its own grid)} for data.static, in order."""
     paths = static_entries(params, source)
+    key = "data.static_source" if params.data.static_source else "data.source"
     found: dict[str, tuple[str, xr.DataArray]] = {}
     for path in paths:
-        for entry in open_entries(path, params.data.rename):
+        for entry in open_entries(path, params.data.rename, key):
             for name in entry.ds.data_vars:
                 found.setdefault(str(name), (entry.path, entry.ds[name]))
     where = f"static source {source_label(paths)!r}"

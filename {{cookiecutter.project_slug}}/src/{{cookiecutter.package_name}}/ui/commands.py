@@ -27,12 +27,13 @@ import yaml
 from ..config import validate_params
 from ..errors import ForgeError, ParamsError
 from ..profiles import site_profiles
-from .params_file import PARAMS, with_changes
-from .schema import FormField, parse, text_of
+from .params_file import PARAMS, read_raw, with_changes
+from .schema import FormField, lookup, parse, text_of
 
 MAX_SWEEP = 64  # experiments queued by one request
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")  # dvc exp names, git refs and revs; never "-..."
 QUEUED = re.compile(r"Queued experiment '([^']+)'")
+_MISSING = object()
 
 
 class CommandError(ForgeError):
@@ -96,20 +97,69 @@ def checked_profile(root: Path, name: str) -> str:
 
 
 def override_text(value: Any) -> str:
-    """A validated value as a `-S key=value` override (DVC's override grammar: JSON-like literals)."""
+    """A validated value as a `-S key=value` override (Hydra's override grammar, which DVC parses)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)
+        return json.dumps(value, ensure_ascii=False)
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(override_text(v) for v in value) + "]"
+    if isinstance(value, dict):  # Hydra's keys are never quoted: _checked_override refuses one it reads otherwise
+        return "{" + ",".join(f"{k}:{override_text(v)}" for k, v in value.items()) + "}"
     raise ParamsError(f"{PARAMS}: cannot pass {value!r} as a -S override")
 
 
-def queue_argv(overrides: dict[str, Any]) -> list[str]:
-    return dvc("exp", "run", "--queue", *[f"-S{key}={override_text(v)}" for key, v in overrides.items()])
+def _as_lists(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_as_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_lists(v) for k, v in value.items()}
+    return value
+
+
+def _strings(value: Any):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+
+
+def _checked_override(key: str, value: Any, override: str) -> str:
+    """`override` if Hydra reads back exactly `value` from it (and DVC would not resolve a `${...}` in it)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser  # DVC's own parser of -S
+
+    fix = "Fix: save the value into params.yaml (Save) and queue from there, or change it."
+    if any("${" in s for s in _strings(value)):
+        raise ParamsError(f"{PARAMS}: cannot queue {key}={value!r}: DVC would resolve the '${{...}}' in it. {fix}")
+    try:
+        back = OverridesParser.create().parse_override(override).value()
+    except Exception:  # noqa: BLE001 - any parse failure means: not expressible as an override
+        back = _MISSING
+    if repr(_as_lists(back)) != repr(_as_lists(value)):  # repr: 1 != 1.0 != True, and '1' != 1 as a key
+        raise ParamsError(f"{PARAMS}: cannot pass {key}={value!r} to `dvc exp run -S` (it would read {override!r} "
+                          f"differently). {fix}")
+    return override
+
+
+def queue_argv(overrides: dict[str, Any], raw: dict | None = None) -> list[str]:
+    """`dvc exp run --queue -S ...`. Hydra merges a mapping into the one in the file, so a changed mapping is
+    replaced instead: `-S~key` (when the file has the key) then `-S+key={...}`."""
+    args = []
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            if lookup(raw or {}, key, _MISSING) is not _MISSING:
+                args.append(f"-S~{key}")
+            args.append("-S" + _checked_override(key, value, f"+{key}={override_text(value)}"))
+        else:
+            args.append("-S" + _checked_override(key, value, f"{key}={override_text(value)}"))
+    return dvc("exp", "run", "--queue", *args)
 
 
 def sweep_values(form_field: FormField, text: str) -> list[Any]:
@@ -141,9 +191,10 @@ def plan_sweep(raw: dict, grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 def queue(root: Path, combos: list[dict[str, Any]]) -> list[str]:
     """Queue one experiment per combination; the names DVC gave them."""
+    raw = read_raw((root / PARAMS).read_text())
     names = []
     for combo in combos:
-        output = run(queue_argv(combo), root, timeout=120)
+        output = run(queue_argv(combo, raw), root, timeout=120)
         found = QUEUED.search(output)
         names.append(found[1] if found else "?")
     return names

@@ -3,7 +3,8 @@
 A save never leaves a half-valid file: the whole result is validated with config.validate_params (the CLI's
 messages) before anything is written; the new text is read back and must give exactly the intended values; then
 it replaces the file atomically. The round trip (ruamel.yaml) keeps comments, key order, quoting and flow lists,
-so only the lines of the changed keys differ.
+so only the lines of the changed keys differ; a list or mapping is written in flow style on its key's line, and a
+value may change its type (data.source from a path to a list of them) without losing the line's comment.
 """
 
 from __future__ import annotations
@@ -187,8 +188,25 @@ def _needs_quotes(text: str) -> bool:
         return True
 
 
+def _flow(old: Any, new: CommentedSeq | CommentedMap) -> CommentedSeq | CommentedMap:
+    """`new`'s items in `old` when it is the same kind of container (which keeps its style and its comment), else
+    `new` as a flow collection: `[a, b]` and `{a: b}` on the key's line, so the line's comment stays."""
+    if type(old) is type(new):
+        if old.fa.flow_style() is None:  # an empty `[]` / `{}`: ruamel records no style for it
+            old.fa.set_flow_style()
+        if isinstance(old, CommentedSeq):
+            old[:] = new
+        else:
+            old.clear()
+            old.update(new)
+        return old
+    new.fa.set_flow_style()
+    return new
+
+
 def _styled(old: Any, new: Any) -> Any:
-    """`new` dressed like `old`: the same quotes for a string, the same (flow) list object, element by element."""
+    """`new` dressed like `old`: the same quotes for a string, the same (flow) list or mapping object, element by
+    element."""
     if isinstance(new, str):
         if isinstance(old, (DoubleQuotedScalarString, SingleQuotedScalarString)):
             return type(old)(new)
@@ -196,12 +214,11 @@ def _styled(old: Any, new: Any) -> Any:
     if isinstance(new, (list, tuple)):
         olds = list(old) if isinstance(old, list) else []
         items = [_styled(olds[i] if i < len(olds) else (olds[0] if olds else None), v) for i, v in enumerate(new)]
-        if isinstance(old, CommentedSeq):
-            old[:] = items  # the same object keeps its flow style and its comment
-            return old
-        seq = CommentedSeq(items)
-        seq.fa.set_flow_style()
-        return seq
+        return _flow(old, CommentedSeq(items))
+    if isinstance(new, dict):
+        olds = old if isinstance(old, dict) else {}
+        items = {_styled(None, k) if isinstance(k, str) else k: _styled(olds.get(k), v) for k, v in new.items()}
+        return _flow(old, CommentedMap(items))
     return new
 
 
