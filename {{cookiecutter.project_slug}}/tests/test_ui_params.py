@@ -87,6 +87,8 @@ def test_fields_come_from_the_annotations_not_the_names(ui):
     assert parse(fields["paths"], "[a/*.nc, b/*.nc]") == ["a/*.nc", "b/*.nc"]
     assert parse(fields["paths"], "2000") == "2000" and parse(fields["paths"], "") == ""  # text, not a number
     assert parse(fields["paths"], "{a: 1}") == "{a: 1}"  # a mapping is no member: the text is a path
+    with pytest.raises(ValueError, match=r"bad value for 'paths': '\[a, b' \(not valid YAML"):
+        parse(fields["paths"], "[a, b")  # a list with a typo, not a path that starts with '['
     assert parse(fields["table"], "{x: 1, y-z: 2}") == {"x": 1, "y-z": 2}
     assert parse(fields["maybe"], "") is None and parse(fields["maybe"], "3") == 3
     assert parse(fields["maybe"], "x") == "x"  # left bad for the validator

@@ -69,8 +69,9 @@ def validate_form(project, body: dict, request: Request) -> dict:
     """Live validation: the CLI's messages for the form's values; writes nothing."""
     _, raw = _current(project)
     fields = schema.fields_by_key()
-    changes = changes_from_form(raw, _values(body), fields)
+    changes: dict = {}
     try:
+        changes = changes_from_form(raw, _values(body), fields)
         validate(raw, changes)
     except ParamsError as exc:
         by_key, other = errors_by_key(exc, list(fields))

@@ -22,6 +22,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 
 from ..config import Params
+from ..errors import ParamsError
 
 
 @dataclass(frozen=True)
@@ -165,11 +166,18 @@ def _yaml_value(text: str) -> Any:
         return text  # the validator names it as a bad value of this key
 
 
-def _parse_union(members: tuple[str, ...], text: str) -> Any:
+def _parse_union(form_field: FormField, text: str) -> Any:
     """`str | list[str]`: '[a, b]' is a list, anything else the text itself; `int | None`: '' is None."""
+    members = form_field.members
     if not text.strip() and "none" in members:
         return None
-    value = _yaml_value(text)
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as exc:
+        if text.lstrip()[:1] in ("[", "{"):  # meant as a list or mapping: not a path that happens to start so
+            raise ParamsError(f"params.yaml: bad value for '{form_field.key}': {text!r} (not valid YAML: "
+                              f"{str(exc).splitlines()[0]}). Fix: close the brackets, or quote a path.") from None
+        value = text
     if any(_IS_KIND.get(kind, lambda v: False)(value) for kind in members):
         return value
     return text if {"str", "choice"} & set(members) else value
@@ -180,7 +188,7 @@ def parse(form_field: FormField, text: str) -> Any:
     if form_field.kind in ("str", "choice") and all(isinstance(c, str) for c in form_field.choices):
         return text
     if form_field.kind == "union":
-        return _parse_union(form_field.members, text)
+        return _parse_union(form_field, text)
     if form_field.kind == "bool" and text.strip().lower() in ("true", "false"):
         return text.strip().lower() == "true"
     value = _yaml_value(text)
