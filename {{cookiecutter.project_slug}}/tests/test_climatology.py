@@ -176,6 +176,9 @@ def test_stage_writes_wb2_layout_and_evaluate_checks_it(shards, tmp_path):
     np.testing.assert_array_equal(values[1], stored(out)[3, 1])  # 18h, day 2
     with pytest.raises(ValueError, match="no value for day of year 100 at 00h"):
         clim.at(np.array(["2001-04-10"], dtype="datetime64[ns]"))
+    clim.check(valid)  # evaluate's early check: fine for these, names the first day without data otherwise
+    with pytest.raises(ValueError, match="no value for day of year 100 at 18h"):
+        clim.check(np.array(["2001-01-02T18:00", "2001-04-10T18:00", "2004-12-31T18:00"], dtype="datetime64[ns]"))
     with pytest.raises(ValueError, match="has hours \\[0, 6, 12, 18\\]; a valid time at 03h"):
         clim.at(np.array(["2001-01-02T03:00"], dtype="datetime64[ns]"))
     # made with other params: evaluate refuses it and names the rerun
@@ -210,7 +213,8 @@ def wb2_store(path: Path, lat: np.ndarray, lon: np.ndarray, variables=("geopoten
             data_vars[var] = (("hour", "dayofyear", "level", "longitude", "latitude"), values.astype(np.float32))
     ds = xr.Dataset(data_vars, coords={"hour": hours, "dayofyear": days, "level": list(levels),
                                        "latitude": lat, "longitude": lon})
-    ds.to_zarr(path, zarr_format=2, consolidated=True)
+    encoding = {v: {"chunks": (3, 3) + ds[v].shape[2:]} for v in ds.data_vars}  # as WB2's 0.25 deg store
+    ds.to_zarr(path, zarr_format=2, consolidated=True, encoding=encoding)
     return path
 
 
@@ -232,8 +236,11 @@ def test_external_wb2_store_is_selected_to_the_shards(shards, tmp_path):
         np.testing.assert_allclose(got[row, 1], wb2_expected(0, 850, hour, day), rtol=1e-7)
         np.testing.assert_allclose(got[row, 2], wb2_expected(2, None, hour, day), rtol=1e-7)
     # evaluate may also read the external store directly: the same numbers
-    direct = store.Climatology(external, CHANNELS, LAT, LON).at(np.array(["2001-03-01T12:00"], dtype="datetime64[ns]"))
-    np.testing.assert_array_equal(direct[0], got[0])
+    direct = store.Climatology(external, CHANNELS, LAT, LON)
+    np.testing.assert_array_equal(direct.at(np.array(["2001-03-01T12:00"], dtype="datetime64[ns]"))[0], got[0])
+    # its chunks of 3 days are read whole, at most CHUNK_BYTES at a time
+    assert direct.days_per_chunk == 3 and store.days_per_block((1000, 1000, 1000), 3) == 1
+    assert store.days_per_block((16, 721, 1440), 3) == 3 and store.days_per_block((3, 4, 8)) == 366
 
 
 def test_external_store_refused_with_the_fix(shards, tmp_path):

@@ -197,7 +197,7 @@ def copy_external(source: str, steps: ShardSteps, out: Path, made_from: dict) ->
     clim = Climatology(source, steps.channels, steps.latitude, steps.longitude)  # refuses what does not fit
     writer = ClimatologyWriter(out, steps.channels, steps.latitude, steps.longitude, clim.hours, made_from,
                                np.float32)
-    block = days_per_block(clim.shape)
+    block = days_per_block(clim.shape, clim.days_per_chunk)
     for hour in clim.hours or [None]:
         for first in range(0, DAYS, block):
             days = range(first, min(first + block, DAYS))

@@ -32,6 +32,7 @@ DIM_ALIASES = {"lat": "latitude", "lon": "longitude"}
 PROVENANCE_ATTR = "forge_climatology"  # JSON: what the store was made from (checked against params by `load`)
 GRID_TOLERANCE_DEG = 1e-5
 BLOCK_BYTES = 32 * 2**20  # fields buffered per read/write: small grids pay zarr's per-chunk cost once per block
+CHUNK_BYTES = 2**30  # the most read at once to read an external store's chunk (e.g. 3 days of WB2's) only once
 
 
 def day_and_hour(times) -> tuple[np.ndarray, np.ndarray]:
@@ -103,9 +104,12 @@ class ClimatologyWriter:
             self._arrays[var][key] = cube
 
 
-def days_per_block(field_shape: Sequence[int]) -> int:
-    """Days of one hour read or written together: as many as fit in BLOCK_BYTES (float64), at least one."""
-    return int(max(1, min(DAYS, BLOCK_BYTES // (8 * int(np.prod(field_shape))))))
+def days_per_block(field_shape: Sequence[int], chunk_days: int = 1) -> int:
+    """Days of one hour read or written together: as many as fit in BLOCK_BYTES (float64), at least one; or a store's
+    whole chunk of days if that fits in CHUNK_BYTES (then each chunk is read once, not once per day)."""
+    field = 8 * int(np.prod(field_shape))
+    fit = int(max(1, min(DAYS, BLOCK_BYTES // field)))
+    return chunk_days if fit < chunk_days and chunk_days * field <= CHUNK_BYTES else fit
 
 
 def open_store(path: str | Path) -> xr.Dataset:
@@ -231,13 +235,31 @@ class Climatology:
         lead = {"dayofyear": self._day[np.asarray(days, dtype=np.int64)]}
         if hour_index is not None:
             lead["hour"] = hour_index
+        lead.update(latitude=self._lat, longitude=self._lon)
         for var, entries in self._plan.items():
-            da = self._ds[var].isel(lead)
-            da = da.transpose(*[d for d in ("dayofyear", "level", "latitude", "longitude") if d in da.dims])
-            values = np.asarray(da.values)[..., self._lat, :][..., self._lon]
+            levels = sorted({level for _, level in entries if level is not None})  # read only the levels needed
+            da = self._ds[var].isel({**lead, "level": levels} if levels else lead)
+            values = np.asarray(da.transpose("dayofyear", *(("level",) if levels else ()), "latitude", "longitude"))
             for index, level in entries:
-                out[:, index] = values if level is None else values[:, level]
+                out[:, index] = values if level is None else values[:, levels.index(level)]
         return out
+
+    @property
+    def days_per_chunk(self) -> int:
+        """Days the store keeps in one chunk (WB2's 0.25 deg climatology: 3): read together, each chunk is read once."""
+        chunks = [dict(zip(self._ds[v].dims, self._ds[v].encoding.get("chunks") or (), strict=False))
+                  for v in self._plan]
+        return max([c.get("dayofyear", 1) for c in chunks] + [1])
+
+    def check(self, times) -> None:
+        """Raise now (before any rollout) if a valid time has no climatology: reads its fields a block at a time."""
+        days, hours = day_and_hour(times)
+        keys = np.unique(np.stack([hours, days], axis=1), axis=0)
+        block = days_per_block(self.shape)
+        for start in range(0, len(keys), block):
+            hour_day = keys[start : start + block]
+            stamps = (np.datetime64("2000-01-01", "D") + hour_day[:, 1]).astype("datetime64[h]") + hour_day[:, 0]
+            self.at(stamps.astype("datetime64[ns]"))  # 2000 is a leap year: day 366 exists
 
     def at(self, times) -> np.ndarray:
         """(time, channel, lat, lon): the climatology at each valid time's (day of year, hour of day)."""
