@@ -159,7 +159,7 @@ def provenance(params) -> dict:
 
 
 def compute_store(steps: ShardSteps, train: Sequence[str], half_width: int, shape: str, out: Path,
-            made_from: dict, dtype=np.float32, only: set[tuple[int, int]] | None = None) -> int:
+                  made_from: dict, dtype=np.float32, only: set[tuple[int, int]] | None = None) -> int:
     """Write the climatology of the train split of `steps` to `out`; return the number of fields written.
     `only`: (0-based day, hour) keys to write (None = every key with data in its window)."""
     weights = window_weights(half_width, shape)
@@ -178,6 +178,7 @@ def compute_store(steps: ShardSteps, train: Sequence[str], half_width: int, shap
         wanted = {d for d in range(DAYS) if counts[d] and (only is None or (d, hours[hi]) in only)}
         if not wanted:
             continue
+        last_wanted = max(wanted)
         pending: list[np.ndarray] = []  # a run of consecutive days, not yet written
         for day, total in window_sums(DailySums(steps, index, members), half_width, shape, field_shape):
             if day in wanted:
@@ -187,7 +188,7 @@ def compute_store(steps: ShardSteps, train: Sequence[str], half_width: int, shap
                 writer.write(hi, last - len(pending) + 1, np.stack(pending))
                 written += len(pending)
                 pending = []
-            if day >= max(wanted) and not pending:
+            if day >= last_wanted and not pending:
                 break
     return written
 
@@ -213,7 +214,7 @@ def build(params, shards: str | Path, out: str | Path) -> int:
     with atomic_path(out) as tmp:
         if cfg.climatology == "computed":
             return compute_store(steps, params.data.splits.train, cfg.climatology_window_days,
-                           cfg.climatology_window_shape, tmp, provenance(params))
+                                 cfg.climatology_window_shape, tmp, provenance(params))
         return copy_external(cfg.climatology, steps, tmp, provenance(params))
 
 
