@@ -194,23 +194,20 @@ def test_stage_writes_wb2_layout_and_evaluate_checks_it(shards, tmp_path):
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 
 
-def wb2_store(path: Path, lat: np.ndarray, lon: np.ndarray, variables=("geopotential", "temperature",
+def wb2_store(path: Path, lat: np.ndarray, lon: np.ndarray, value, variables=("geopotential", "temperature",
               "2m_temperature"), levels=(250, 500, 850)) -> Path:
-    """An external climatology as WB2 ships it: zarr v2, consolidated, (hour, dayofyear, [level], longitude,
-    latitude), latitude north to south, longitude -180..180, more variables and levels than needed."""
-    hours, days = np.array([0, 6, 12, 18]), np.arange(1, 367)
-    h, d = np.meshgrid(hours, days, indexing="ij")
-    base = 1000.0 * h + d  # (hour, dayofyear)
-    grid = np.add.outer(np.mod(lon, 360.0) / 1000.0, lat / 100.0)  # (longitude, latitude)
+    """An external climatology as WB2 ships it: zarr v2, consolidated, chunks of 3 hours x 3 days, (hour, dayofyear,
+    [level], longitude, latitude), more variables and levels than needed; value(var index, level, hour, day, lat, lon)
+    -> the field (lat, lon)."""
+    hours, days = [0, 6, 12, 18], np.arange(1, 367)
     data_vars = {}
     for k, var in enumerate(variables):
+        lev = [None] if var == "2m_temperature" else list(levels)
+        cube = np.array([[[value(k, lv, h, d, lat, lon).T for lv in lev] for d in days] for h in hours], np.float32)
         if var == "2m_temperature":
-            values = base[:, :, None, None] + grid[None, None] + 10 * k
-            data_vars[var] = (("hour", "dayofyear", "longitude", "latitude"), values.astype(np.float32))
+            data_vars[var] = (("hour", "dayofyear", "longitude", "latitude"), cube[:, :, 0])
         else:
-            lev = np.asarray(levels, dtype=np.float64)[None, None, :, None, None] / 10
-            values = base[:, :, None, None, None] + grid[None, None, None] + lev + 10 * k
-            data_vars[var] = (("hour", "dayofyear", "level", "longitude", "latitude"), values.astype(np.float32))
+            data_vars[var] = (("hour", "dayofyear", "level", "longitude", "latitude"), cube)
     ds = xr.Dataset(data_vars, coords={"hour": hours, "dayofyear": days, "level": list(levels),
                                        "latitude": lat, "longitude": lon})
     encoding = {v: {"chunks": (3, 3) + ds[v].shape[2:]} for v in ds.data_vars}  # as WB2's 0.25 deg store
@@ -218,50 +215,66 @@ def wb2_store(path: Path, lat: np.ndarray, lon: np.ndarray, variables=("geopoten
     return path
 
 
-def wb2_expected(var_index: int, level: int | None, hour: int, day: int) -> np.ndarray:
-    """What wb2_store holds at the shards' grid points, (lat, lon)."""
-    value = 1000.0 * hour + day + 10 * var_index + (level / 10 if level is not None else 0.0)
-    return (value + np.add.outer(LAT / 100.0, LON / 1000.0)).astype(np.float32)
+def smooth(k, level, hour, day, lat, lon):
+    """A value that tells variable, level, hour, day and grid point apart."""
+    base = 1000.0 * hour + day + 10 * k + (level / 10 if level is not None else 0.0)
+    return base + np.add.outer(np.asarray(lat) / 100.0, np.mod(lon, 360.0) / 1000.0)
 
 
-def test_external_wb2_store_is_selected_to_the_shards(shards, tmp_path):
-    external = wb2_store(tmp_path / "1990-2019_6h.zarr", np.arange(90, -90.1, -22.5), np.arange(-180, 180, 22.5))
+def blocky(k, level, hour, day, lat, lon):
+    """Constant over each cell of the shards' 45-degree grid: conservative regridding must return that constant."""
+    cell = np.add.outer(np.floor((np.asarray(lat) + 90) / 45), 4 * np.floor(np.mod(np.asarray(lon) + 22.5, 360) / 45))
+    return 1000.0 * hour + day + 10 * k + (level / 10 if level is not None else 0.0) + cell
+
+
+def test_external_wb2_store_on_the_shards_grid_is_selected(shards, tmp_path):
+    """The shards' grid in WB2's order (latitude north to south, longitude -180..180): an exact selection."""
+    external = wb2_store(tmp_path / "1990-2019_6h.zarr", LAT[::-1], np.sort((LON + 180) % 360 - 180), smooth)
     out = tmp_path / "climatology.zarr"
     params = config.load_params(params_file(tmp_path, climatology=str(external)))
     assert climatology.build(params, shards, out) == 4 * 366
     clim = climatology.load(out, params, CHANNELS, LAT, LON)
     got = clim.at(np.array(["2001-03-01T12:00", "2000-12-31T18:00"], dtype="datetime64[ns]"))
     for row, (hour, day) in enumerate([(12, 60), (18, 366)]):
-        np.testing.assert_allclose(got[row, 0], wb2_expected(0, 500, hour, day), rtol=1e-7)
-        np.testing.assert_allclose(got[row, 1], wb2_expected(0, 850, hour, day), rtol=1e-7)
-        np.testing.assert_allclose(got[row, 2], wb2_expected(2, None, hour, day), rtol=1e-7)
-    # evaluate may also read the external store directly: the same numbers
+        for c, (k, level) in enumerate([(0, 500), (0, 850), (2, None)]):
+            np.testing.assert_allclose(got[row, c], smooth(k, level, hour, day, LAT, LON), rtol=1e-7)
+    assert xr.open_zarr(out)["geopotential"].dims == ("hour", "dayofyear", "level", "latitude", "longitude")
+    # evaluate may also read the external store directly: the same numbers; chunks of 3 days are read whole
     direct = store.Climatology(external, CHANNELS, LAT, LON)
     np.testing.assert_array_equal(direct.at(np.array(["2001-03-01T12:00"], dtype="datetime64[ns]"))[0], got[0])
-    # its chunks of 3 days are read whole, at most CHUNK_BYTES at a time
-    assert direct.days_per_chunk == 3 and store.days_per_block((1000, 1000, 1000), 3) == 1
-    assert store.days_per_block((16, 721, 1440), 3) == 3 and store.days_per_block((3, 4, 8)) == 366
+    assert direct.grid.regrid is None and direct.days_per_chunk == 3
+    assert store.days_per_block((1000, 1000, 1000), 3) == 1 and store.days_per_block((16, 721, 1440), 3) == 3
+
+
+def test_external_store_on_another_grid_is_regridded_conservatively(shards, tmp_path):
+    """A 22.5-degree global store: each shard cell holds 2 x 2 store cells of the same value -> that value exactly."""
+    fine_lat, fine_lon = np.arange(78.75, -80, -22.5), np.arange(16) * 22.5 - 168.75
+    external = wb2_store(tmp_path / "fine.zarr", fine_lat, fine_lon, blocky)
+    clim = store.Climatology(external, CHANNELS, LAT, LON)
+    assert clim.grid.regrid is not None and clim.read_shape == (3, 8, 16)
+    got = clim.at(np.array(["2001-07-04T06:00"], dtype="datetime64[ns]"))[0]
+    for c, (k, level) in enumerate([(0, 500), (0, 850), (2, None)]):
+        np.testing.assert_allclose(got[c], blocky(k, level, 6, 185, LAT, LON), rtol=1e-6)
 
 
 def test_external_store_refused_with_the_fix(shards, tmp_path):
     lat, lon = np.arange(90, -90.1, -22.5), np.arange(0, 360, 22.5)
-    lacking = wb2_store(tmp_path / "lacking.zarr", lat, lon, variables=("geopotential",), levels=(500, 700))
+    lacking = wb2_store(tmp_path / "lacking.zarr", lat, lon, smooth, variables=("geopotential",), levels=(500, 700))
     with pytest.raises(ValueError) as err:
         store.Climatology(lacking, CHANNELS, LAT, LON)
     message = str(err.value)
     assert "lacking.zarr" in message and "['geopotential_850', '2m_temperature']" in message
     assert "levels [500, 700]" in message and "evaluate.climatology: computed" in message
 
-    shifted = wb2_store(tmp_path / "shifted.zarr", np.linspace(-89, 89, 9), lon)
+    tropics = wb2_store(tmp_path / "tropics.zarr", np.arange(-45, 45.1, 22.5), lon, smooth)
     with pytest.raises(ValueError) as err:
-        store.Climatology(shifted, CHANNELS, LAT, LON)
+        store.Climatology(tropics, CHANNELS, LAT, LON)
     message = str(err.value)
-    assert "shifted.zarr" in message and "latitude (9 points -89..89, step 22.25)" in message
-    assert "shards' latitude (4 points -67.5..67.5, step 45)" in message and "regrid" in message
-
-    coarse = wb2_store(tmp_path / "coarse.zarr", lat, np.arange(0, 360, 90.0))
-    with pytest.raises(ValueError, match="e.g. 45 is missing"):
-        store.Climatology(coarse, CHANNELS, LAT, LON)
+    assert "tropics.zarr" in message and "latitude 5 points -45..45, step 22.5" in message
+    assert "does not cover the shards' (latitude 4 points -67.5..67.5, step 45" in message
+    half = wb2_store(tmp_path / "half.zarr", lat, np.arange(0, 180, 22.5), smooth)
+    with pytest.raises(ValueError, match="longitude 8 points 0..157.5, step 22.5.* does not cover"):
+        store.Climatology(half, CHANNELS, LAT, LON)
 
     not_clim = tmp_path / "not_clim.zarr"
     xr.Dataset({"geopotential": (("time", "latitude", "longitude"), np.zeros((1, 4, 8)))},

@@ -10,102 +10,57 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-CHANNELS = ["geopotential_500", "geopotential_850", "2m_temperature"]
-LAT = np.array([-67.5, -22.5, 22.5, 67.5])
-LON = np.arange(8) * 45.0
 HOUR = np.timedelta64(1, "h")
-
-
-def truth_field(times: np.ndarray) -> np.ndarray:
-    """(T, C, H, W) float32 with a seasonal and a diurnal cycle plus a travelling wave: deterministic, non-trivial."""
-    t = (times.astype("datetime64[h]").astype(np.int64)).astype(np.float64)  # hours since 1970
-    day = 2 * np.pi * t / 24.0
-    year = 2 * np.pi * t / (24.0 * 366)
-    phase = np.deg2rad(LON)[None, :] - 0.3 * t[:, None, None] / 6.0  # (T, 1, W) after broadcasting
-    wave = np.cos(np.deg2rad(LAT))[None, :, None] * np.sin(phase)
-    base = np.array([5500.0, 1500.0, 280.0])
-    amp = np.array([50.0, 30.0, 3.0])
-    out = base[None, :, None, None] + amp[None, :, None, None] * (
-        np.sin(year)[:, None, None, None] + 0.3 * np.sin(day)[:, None, None, None] + wave[:, None]
-    )
-    return out.astype(np.float32)
-
-
-def write_shards(root: Path, start: str, end: str, block: int = 300) -> Path:
-    """Shards in the contract's layout (zarr v3, (time, channel, lat, lon) float32, one step per chunk, no codec)."""
-    import xarray as xr
-
-    times = np.arange(np.datetime64(start, "ns"), np.datetime64(end, "ns") + HOUR, 6 * HOUR)
-    data = truth_field(times)
-    shards = root / "shards"
-    shards.mkdir(parents=True)
-    for k, i in enumerate(range(0, len(times), block)):
-        ds = xr.Dataset(
-            {"data": (("time", "channel", "latitude", "longitude"), data[i : i + block])},
-            coords={
-                "time": times[i : i + block],
-                "channel": np.array(CHANNELS, dtype=object),
-                "latitude": LAT,
-                "longitude": LON,
-            },
-            attrs={"channels": CHANNELS, "provenance": "{}", "source": "test"},
-        )
-        ds.to_zarr(
-            shards / f"block_{k:04d}.zarr",
-            zarr_format=3,
-            consolidated=False,
-            encoding={"data": {"chunks": (1, len(CHANNELS), len(LAT), len(LON)), "compressors": None}},
-        )
-    return shards
+HEADLINE = ["geopotential_500", "2m_temperature"]
 
 
 @pytest.fixture(scope="module")
 def mods(pkg_name):
-    return {name: importlib.import_module(f"{pkg_name}.{name}") for name in ("evaluate", "climatology", "forecast")}
+    names = ("evaluate", "results", "climatology", "inference")
+    return {name: importlib.import_module(f"{pkg_name}.{name}") for name in names}
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    # train: all of 2000 (a leap year: day of year 1..366), test: January 2001
-    return write_shards(tmp_path_factory.mktemp("eval"), "2000-01-01", "2001-01-20T18:00")
+def shards(tiny_shards) -> Path:
+    return tiny_shards
 
 
-def test_shard_reader_reads_across_shards(mods, shards):
-    reader = mods["forecast"].ShardReader(shards)
-    assert len(reader.paths) > 1 and reader.channels == CHANNELS
+def test_shard_reader_reads_across_shards(tiny, mods, shards):
+    reader = mods["inference"].ShardReader(shards)
+    assert len(reader.paths) > 1 and reader.channels == tiny.CHANNELS
     times = np.array(["2000-03-01T06", "2000-01-01T00", "2001-01-20T18"], dtype="datetime64[ns]")
-    np.testing.assert_array_equal(reader.read(times), truth_field(times))
+    np.testing.assert_array_equal(reader.read(times), tiny.truth_field(times))
     with pytest.raises(ValueError, match="no time step 2002-01-01"):
         reader.read(np.array(["2002-01-01"], dtype="datetime64[ns]"))
 
 
-def test_climatology_by_hand(mods, shards):
+def test_climatology_by_hand(tiny, mods, shards):
     clim_mod = mods["climatology"]
-    reader = mods["forecast"].ShardReader(shards)
+    reader = mods["inference"].ShardReader(shards)
     train = ("2000-01-01", "2000-12-31T18:00")
     query = np.array(["2001-01-05T06:00", "2001-01-01T00:00", "2001-12-31T18:00"], dtype="datetime64[ns]")
     # window 0: the climatology of a day is the training state of that day of year and hour (one year of data)
     clim0 = clim_mod.compute(reader, train, 0, query[:2])
-    expected = truth_field(np.array(["2000-01-05T06:00", "2000-01-01T00:00"], dtype="datetime64[ns]"))
+    expected = tiny.truth_field(np.array(["2000-01-05T06:00", "2000-01-01T00:00"], dtype="datetime64[ns]"))
     np.testing.assert_allclose(clim0.at(query[:2]), expected, rtol=1e-6)
     # window 1: mean of the three neighbouring days at the same hour, circular over the year:
     # 2001-01-01 (day 1) averages 2000-12-31 (day 366), 2000-01-01 and 2000-01-02
     clim1 = clim_mod.compute(reader, train, 1, query)
     days = np.array(["2000-12-31T00", "2000-01-01T00", "2000-01-02T00"], dtype="datetime64[ns]")
-    np.testing.assert_allclose(clim1.at(query[1:2])[0], truth_field(days).astype(np.float64).mean(0), rtol=1e-6)
+    np.testing.assert_allclose(clim1.at(query[1:2])[0], tiny.truth_field(days).astype(np.float64).mean(0), rtol=1e-6)
     # 2001-12-31 is day 365 of a non-leap year: days 364..366 of the training year (WB2 uses dayofyear too)
     days = np.array(["2000-12-29T18", "2000-12-30T18", "2000-12-31T18"], dtype="datetime64[ns]")
-    np.testing.assert_allclose(clim1.at(query[2:])[0], truth_field(days).astype(np.float64).mean(0), rtol=1e-6)
+    np.testing.assert_allclose(clim1.at(query[2:])[0], tiny.truth_field(days).astype(np.float64).mean(0), rtol=1e-6)
 
 
 def test_climatology_errors_name_the_fix(mods, shards):
-    reader = mods["forecast"].ShardReader(shards)
+    reader = mods["inference"].ShardReader(shards)
     with pytest.raises(ValueError, match="data.splits.train"):
         mods["climatology"].compute(reader, ("1990-01-01", "1990-02-01"), 15)
 
 
 def _score_with(mods, shards, forecaster, batch_size=3):
-    reader = mods["forecast"].ShardReader(shards)
+    reader = mods["inference"].ShardReader(shards)
     ev = mods["evaluate"]
     inits = ev.test_inits(reader, ("2001-01-01", "2001-01-20T18:00"), 24, 6, 4)
     valid = (inits[:, None] + (np.arange(1, 5) * 6 * HOUR)[None]).ravel()
@@ -118,24 +73,28 @@ def _score_with(mods, shards, forecaster, batch_size=3):
     )
 
 
-def oracle(x0, init_times, n_steps):
-    """A perfect model: the true future states."""
-    for s in range(1, n_steps + 1):
-        yield truth_field(init_times + s * 6 * HOUR)
+@pytest.fixture(scope="module")
+def oracle(tiny):
+    def forecast(x0, init_times, n_steps):
+        """A perfect model: the true future states."""
+        for s in range(1, n_steps + 1):
+            yield tiny.truth_field(init_times + s * 6 * HOUR)
+
+    return forecast
 
 
-def test_perfect_model_and_hand_computed_persistence(mods, shards):
+def test_perfect_model_and_hand_computed_persistence(tiny, oracle, mods, shards):
     _, inits, clim, scores = _score_with(mods, shards, oracle)
     assert len(inits) == 19 and inits[-1] == np.datetime64("2001-01-19T00:00")  # the last whose 24 h fit the split
     assert scores.leads_hours == [6, 12, 18, 24]
     np.testing.assert_allclose(scores.rmse["model"], 0.0, atol=1e-9)
     np.testing.assert_allclose(scores.bias["model"], 0.0, atol=1e-9)
     np.testing.assert_allclose(scores.acc["model"], 1.0)
-    np.testing.assert_allclose(scores.acc["climatology"], 0.0)
+    assert np.isnan(scores.acc["climatology"]).all()  # no anomaly: undefined, not 0
     # persistence RMSE at 12 h, computed here from scratch with cos-latitude-like cell weights
     metrics = importlib.import_module(mods["evaluate"].__package__ + ".metrics")
-    w = metrics.cell_area_weights(LAT)
-    x0, x12 = truth_field(inits), truth_field(inits + 12 * HOUR)
+    w = metrics.cell_area_weights(tiny.LAT)
+    x0, x12 = tiny.truth_field(inits), tiny.truth_field(inits + 12 * HOUR)
     mse = ((x0.astype(float) - x12) ** 2 * w[None, None, :, None]).mean(axis=(2, 3))  # (init, channel)
     np.testing.assert_allclose(scores.rmse["persistence"][1], np.sqrt(mse.mean(0)), rtol=1e-9)
     # climatology error is that of the climatology lookup
@@ -144,7 +103,7 @@ def test_perfect_model_and_hand_computed_persistence(mods, shards):
     assert set(scores.maps) == {("geopotential_500", 12), ("geopotential_500", 24)}
 
 
-def test_scores_do_not_depend_on_batching(mods, shards):
+def test_scores_do_not_depend_on_batching(mods, oracle, shards):
     a = _score_with(mods, shards, oracle, batch_size=1)[3]
     b = _score_with(mods, shards, oracle, batch_size=7)[3]
     for name in ("rmse", "acc", "bias"):
@@ -161,12 +120,15 @@ def _walk_numbers(obj):
         yield obj
 
 
-def test_results_files(mods, shards, tmp_path):
-    ev = mods["evaluate"]
+def test_results_files(tiny, oracle, mods, shards, tmp_path):
+    res = mods["results"]
     _, _, _, scores = _score_with(mods, shards, oracle)
     out = tmp_path / "results"
-    ev.write_results(out, scores, ["geopotential_500", "2m_temperature"], [6, 24, 72], LAT, LON, {"lead_hours": 6})
+    res.write_results(out, scores, HEADLINE, [6, 24, 72], tiny.LAT, tiny.LON, {"lead_hours": 6})
     result = json.loads((out / "metrics.json").read_text())
+    # numbers, except the undefined climatology ACC: null, never a made-up 0
+    acc_clim = [result["acc"][ch].pop("climatology") for ch in tiny.CHANNELS]
+    assert acc_clim == [{"6h": None, "24h": None}] * len(tiny.CHANNELS)
     assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in _walk_numbers(result))
     # key leads that were not evaluated (72 h) are skipped
     assert set(result["rmse"]["geopotential_500"]["model"]) == {"6h", "24h"}
@@ -174,28 +136,44 @@ def test_results_files(mods, shards, tmp_path):
     assert result["skill_vs_persistence"]["2m_temperature"]["24h"] == 1.0
     with (out / "per_lead.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["lead_hours", "channel", "forecast", "rmse", "acc", "bias"]
-    assert len(rows) == 4 * len(CHANNELS) * 3
+    assert list(rows[0]) == ["lead_hours", "channel", "forecast", "rmse", "acc", "bias", "units"]
+    assert len(rows) == 4 * len(tiny.CHANNELS) * 3
+    assert {r["channel"]: r["units"] for r in rows} == {"geopotential_500": "m2 s-2", "geopotential_850": "m2 s-2",
+                                                        "2m_temperature": "K"}  # fmt: skip
+    assert {r["acc"] for r in rows if r["forecast"] == "climatology"} == {""}  # undefined: empty, not 0
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["units"] == {"geopotential_500": "m² s⁻²", "geopotential_850": "m² s⁻²", "2m_temperature": "K"}
     for name in ("rmse", "acc"):
         for ch in ("geopotential_500", "2m_temperature"):
             lines = (out / "plots" / f"{name}_{ch}.csv").read_text().splitlines()
             assert lines[0] == "lead_hours,model,persistence,climatology" and len(lines) == 5
     assert sorted(p.name for p in (out / "maps").iterdir()) == ["geopotential_500_12h.png", "geopotential_500_24h.png"]
     first = (out / "metrics.json").read_bytes(), (out / "per_lead.csv").read_bytes()
-    ev.write_results(out, scores, ["geopotential_500", "2m_temperature"], [6, 24, 72], LAT, LON, {"lead_hours": 6})
+    res.write_results(out, scores, HEADLINE, [6, 24, 72], tiny.LAT, tiny.LON, {"lead_hours": 6})
     assert ((out / "metrics.json").read_bytes(), (out / "per_lead.csv").read_bytes()) == first
 
 
 def test_rounding_is_stable(mods):
-    rounded = mods["evaluate"].rounded
+    rounded = mods["results"].rounded
     assert rounded(1.23456789) == 1.23457
     assert rounded(-0.0) == 0.0 and str(rounded(-1e-30 * 0)) == "0.0"
     assert rounded(float("nan")) is None
     assert rounded(123456789.0) == 123457000.0
 
 
-def test_test_split_too_short(mods, shards):
-    reader = mods["forecast"].ShardReader(shards)
+def test_initial_times_at_00z_and_12z(mods, shards):
+    reader = mods["inference"].ShardReader(shards)
+    # a split starting at 06Z: the first initial time is 12Z, then every 12 h
+    inits = mods["evaluate"].test_inits(reader, ("2001-01-10T06:00", "2001-01-20T18:00"), 12, 6, 4)
+    assert inits[0] == np.datetime64("2001-01-10T12:00") and inits[-1] == np.datetime64("2001-01-19T12:00")
+    assert set((inits.astype("datetime64[h]").astype(int) % 24).tolist()) == {0, 12} and len(inits) == 19
+    # a spacing that does not divide a day starts at the split's first time
+    inits = mods["evaluate"].test_inits(reader, ("2001-01-10T06:00", "2001-01-20T18:00"), 18, 6, 4)
+    assert inits[0] == np.datetime64("2001-01-10T06:00") and inits[1] == np.datetime64("2001-01-11T00:00")
+
+
+def test_test_split_too_short(tiny, mods, shards):
+    reader = mods["inference"].ShardReader(shards)
     with pytest.raises(ValueError, match="max_lead_hours"):
         mods["evaluate"].test_inits(reader, ("2001-01-20", "2001-01-20T18:00"), 24, 6, 4)
 
@@ -204,78 +182,15 @@ def test_test_split_too_short(mods, shards):
 # End to end: a tiny real model file, the CLI, byte-identical reruns, the report
 
 
-def build_project(pkg_name: str, root: Path, shards: Path) -> dict[str, Path]:
-    """params.yaml, stats.json and models/model.pt (a tiny seeded U-Net) beside `shards`, per the contract."""
-    import torch
-
-    models = importlib.import_module(f"{pkg_name}.models")
-    forcings = importlib.import_module(f"{pkg_name}.data.forcings")
-    train_times = np.arange(np.datetime64("2000-01-01", "ns"), np.datetime64("2001-01-01", "ns"), 6 * HOUR)
-    x = truth_field(train_times).astype(np.float64)
-    stats = {
-        "channels": CHANNELS,
-        "mean": x.mean(axis=(0, 2, 3)).tolist(),
-        "std": x.std(axis=(0, 2, 3)).tolist(),
-        "diff_std": np.diff(x, axis=0).std(axis=(0, 2, 3)).tolist(),
-        "time_step_hours": 6,
-        "train": ["2000-01-01", "2000-12-31T18:00"],
-    }
-    (root / "stats.json").write_text(json.dumps(stats))
-    config = {"name": "unet", "width": 8, "depth": 1, "patch_size": 4}
-    meta = {
-        "model": config,
-        "channels": CHANNELS,
-        "forcings": list(forcings.FORCING_NAMES),
-        "latitude": LAT.tolist(),
-        "longitude": LON.tolist(),
-        "stats": stats,
-        "time_step_hours": 6,
-        "lead_hours": 6,
-        "provenance": {"commit": "feedc0de" * 5, "dirty": False},
-        "step": 7,
-    }
-    torch.manual_seed(0)
-    net = models.model_from_meta(meta)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.normal_(0.0, 0.05)  # not the zero-initialized head: a model that differs from persistence
-    (root / "models").mkdir(exist_ok=True)
-    models.save_model(root / "models" / "model.pt", meta, net.state_dict())
-    (root / "params.yaml").write_text(
-        "seed: 0\n"
-        "data:\n"
-        "  splits: {train: ['2000-01-01', '2000-12-31T18:00'], val: ['2001-01-01', '2001-01-05T18:00'],\n"
-        "           test: ['2001-01-06', '2001-01-20T18:00']}\n"
-        "evaluate:\n"
-        "  max_lead_hours: 24\n"
-        "  init_every_hours: 24\n"
-        "  headline: [geopotential_500, 2m_temperature]\n"
-        "  batch_size: 4\n"
-        "  key_leads_hours: [6, 24, 72]\n"
-        "  map_leads_hours: [24]\n"
-        "  allow_dirty: true\n"
-    )
-    return {
-        "params": root / "params.yaml",
-        "model": root / "models" / "model.pt",
-        "stats": root / "stats.json",
-        "shards": shards,
-    }
-
-
-def evaluate_argv(files: dict, shards) -> list[str]:
-    return ["--params", str(files["params"]), "--model", str(files["model"]), "--shards", str(shards),
-            "--stats", str(files["stats"])]  # fmt: skip
-
-
-def test_evaluate_cli_end_to_end(pkg_name, mods, shards, tmp_path, monkeypatch):
+def test_evaluate_cli_end_to_end(pkg_name, tiny, mods, shards, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # provenance looks at the working directory (not a git repo here)
-    files = build_project(pkg_name, tmp_path, shards)
-    argv = evaluate_argv(files, shards)
+    files = tiny.build_project(pkg_name, tmp_path, shards)
+    argv = tiny.argv(files)
     assert mods["evaluate"].main([*argv, "--out", "results"]) == 0
     out = tmp_path / "results"
     result = json.loads((out / "metrics.json").read_text())
-    assert set(result["rmse"]) == set(CHANNELS) and set(result["rmse"]["geopotential_500"]["model"]) == {"6h", "24h"}
+    assert set(result["rmse"]) == set(tiny.CHANNELS)
+    assert set(result["rmse"]["geopotential_500"]["model"]) == {"6h", "24h"}
     assert result["n_inits"] == 14
     rmse = result["rmse"]["geopotential_500"]
     assert rmse["model"]["6h"] != rmse["persistence"]["6h"] and rmse["persistence"]["6h"] > 0
@@ -300,11 +215,80 @@ def test_evaluate_cli_end_to_end(pkg_name, mods, shards, tmp_path, monkeypatch):
     assert "feedc0de" in (out / "report.html").read_text()
 
 
-def test_evaluate_rejects_unknown_headline(pkg_name, mods, shards, tmp_path, monkeypatch):
+def test_evaluate_rejects_unknown_headline(pkg_name, tiny, mods, shards, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    files = build_project(pkg_name, tmp_path, shards)
+    files = tiny.build_project(pkg_name, tmp_path, shards)
     files["params"].write_text(
         files["params"].read_text().replace("headline: [geopotential_500,", "headline: [geopotential_300,")
     )
     with pytest.raises(ValueError, match=r"evaluate.headline.*geopotential_300.*Fix"):
-        mods["evaluate"].main([*evaluate_argv(files, shards), "--out", "results"])
+        mods["evaluate"].main([*tiny.argv(files), "--out", "results"])
+
+
+def _recomputed_rmse(forecast, truth, lead_hours: int, var: str, level=None) -> float:
+    """RMSE of a WB2 forecast against WB2 truth, from the files alone: valid-time alignment, cell-area weights from
+    the latitudes (bounds at midpoints and the poles), square root of the time-mean of the weighted MSE."""
+    fc = forecast[var].sel(prediction_timedelta=np.timedelta64(lead_hours, "h"))
+    obs = truth[var].sel(time=fc["time"].values + np.timedelta64(lead_hours, "h"))
+    if level is not None:
+        fc, obs = fc.sel(level=level), obs.sel(level=level)
+    lat = np.deg2rad(forecast["latitude"].values)
+    bounds = np.concatenate([[-np.pi / 2], (lat[1:] + lat[:-1]) / 2, [np.pi / 2]])
+    w = np.diff(np.sin(bounds))
+    err2 = (fc.values.astype(np.float64) - obs.values.astype(np.float64)) ** 2  # (time, lat, lon)
+    mse = (err2.mean(axis=-1) * w).sum(axis=-1) / w.sum()
+    return float(np.sqrt(mse.mean()))
+
+
+def test_evaluate_exports_what_it_scores_in_wb2_layout(pkg_name, tiny, mods, shards, tmp_path, monkeypatch):
+    import xarray as xr
+
+    monkeypatch.chdir(tmp_path)
+    files = tiny.build_project(pkg_name, tmp_path, shards)
+    files["params"].write_text(files["params"].read_text().replace("init_every_hours: 24", "init_every_hours: 12"))
+    assert mods["evaluate"].main([*tiny.argv(files), "--out", "results"]) == 0
+    result = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    wb2 = tmp_path / "results" / "wb2"
+    assert sorted(p.name for p in wb2.iterdir()) == ["climatology.zarr", "forecast.zarr", "truth.zarr"]
+    assert all((wb2 / name / ".zgroup").exists() for name in ("climatology.zarr", "forecast.zarr", "truth.zarr"))
+    fc, truth, clim = (xr.open_zarr(wb2 / f"{name}.zarr") for name in ("forecast", "truth", "climatology"))
+    assert fc.sizes["time"] == result["n_inits"] == 28  # 00Z and 12Z
+    assert set((fc["time"].values.astype("datetime64[h]").astype(int) % 24).tolist()) == {0, 12}
+    assert (fc["prediction_timedelta"].values / np.timedelta64(1, "h")).tolist() == [0, 6, 12, 18, 24]
+    assert fc["geopotential"].attrs["standard_name"] == "geopotential" and truth["2m_temperature"].attrs["units"] == "K"
+    assert clim["geopotential"].dims == ("dayofyear", "hour", "level", "latitude", "longitude")
+    # lead 0 is the truth at the initial time
+    np.testing.assert_array_equal(fc["geopotential"].isel(prediction_timedelta=0).values,
+                                  truth["geopotential"].sel(time=fc["time"].values).values)  # fmt: skip
+    rounded = mods["results"].rounded
+    for var, level, ch in (("geopotential", 500, "geopotential_500"), ("2m_temperature", None, "2m_temperature")):
+        for lead in (6, 24):
+            assert rounded(_recomputed_rmse(fc, truth, lead, var, level)) == result["rmse"][ch]["model"][f"{lead}h"]
+        # the climatology forecast, recomputed from the exported climatology (WB2: select by day of year and hour)
+        valid = fc["time"].values + np.timedelta64(24, "h")
+        days, hours = xr.DataArray(valid, dims="time").dt.dayofyear, xr.DataArray(valid, dims="time").dt.hour
+        c = clim[var].sel(dayofyear=days, hour=hours).assign_coords(time=fc["time"].values)
+        c = c.expand_dims(prediction_timedelta=[np.timedelta64(24, "h")]).transpose("time", "prediction_timedelta", ...)
+        as_forecast = xr.Dataset({var: c})
+        assert rounded(_recomputed_rmse(as_forecast, truth, 24, var, level)) == result["rmse"][ch]["climatology"]["24h"]
+    # and the `forecast` command exports the same states, bit for bit
+    init = str(fc["time"].values[5])
+    assert importlib.import_module(f"{pkg_name}.forecast").main(
+        ["--init", init, "--steps", "4", *tiny.argv(files), "--out", "one.zarr"]) == 0  # fmt: skip
+    with xr.open_zarr(tmp_path / "one.zarr") as one:
+        for var in fc.data_vars:
+            np.testing.assert_array_equal(one[var].values[0], fc[var].values[5])
+    for ds in (fc, truth, clim):
+        ds.close()
+
+
+def test_export_off_leaves_no_stale_export(pkg_name, tiny, mods, shards, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    files = tiny.build_project(pkg_name, tmp_path, shards)
+    assert mods["evaluate"].main([*tiny.argv(files), "--out", "results"]) == 0
+    assert (tmp_path / "results" / "wb2" / "forecast.zarr").is_dir()
+    first = (tmp_path / "results" / "metrics.json").read_bytes()
+    files["params"].write_text(files["params"].read_text() + "  export_forecast: false\n")
+    assert mods["evaluate"].main([*tiny.argv(files), "--out", "results"]) == 0
+    assert list((tmp_path / "results" / "wb2").iterdir()) == []  # no stale export of the earlier run
+    assert (tmp_path / "results" / "metrics.json").read_bytes() == first  # exporting does not change the scores

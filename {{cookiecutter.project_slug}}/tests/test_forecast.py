@@ -1,4 +1,4 @@
-"""Forecast files in WeatherBench2 layout: names, dims and a round trip through xarray (zarr v3 and netCDF)."""
+"""Forecast files in WeatherBench2 layout (names, dims, a round trip through xarray), the CLI, the grid check."""
 
 from __future__ import annotations
 
@@ -15,85 +15,165 @@ def fc(pkg_name):
     return importlib.import_module(f"{pkg_name}.forecast")
 
 
-def test_split_channel(fc):
-    assert fc.split_channel("geopotential_500") == ("geopotential", 500)
-    assert fc.split_channel("u_component_of_wind_1000") == ("u_component_of_wind", 1000)
-    assert fc.split_channel("2m_temperature") == ("2m_temperature", None)
-    assert fc.split_channel("10m_u_component_of_wind") == ("10m_u_component_of_wind", None)
+@pytest.fixture(scope="module")
+def export(pkg_name):
+    return importlib.import_module(f"{pkg_name}.export")
 
 
-def _dataset(fc):
+def _write_store(export, path, fail_after: int | None = None):
+    """States (init, lead, channel, lat, lon) written lead by lead into a forecast store (raising midway if asked)."""
     rng = np.random.default_rng(0)
-    states = rng.normal(size=(2, 3, len(CHANNELS), 4, 8)).astype(np.float32)  # (init, lead, channel, lat, lon)
-    inits = np.array(["2001-02-01T00", "2001-02-02T00"], dtype="datetime64[ns]")
+    states = rng.normal(size=(2, 3, len(CHANNELS), 4, 8)).astype(np.float32)
+    inits = np.array(["2001-02-01T00", "2001-02-01T12"], dtype="datetime64[ns]")
     lat, lon = np.array([-67.5, -22.5, 22.5, 67.5]), np.arange(8) * 45.0
-    return states, fc.to_wb2_dataset(states, CHANNELS, inits, [6, 12, 18], lat, lon, {"source": "test"})
+    with export.forecast_store(path, CHANNELS, inits, [0, 6, 12], lat, lon, {"source": "test"}) as store:
+        for lead in range(3):
+            if lead == fail_after:
+                raise OSError("disk full")
+            store.write((slice(0, 2), lead), states[:, lead])
+    return states
 
 
-@pytest.mark.parametrize("suffix", [".zarr", ".nc"])
-def test_forecast_file_round_trips_with_wb2_names_and_dims(fc, tmp_path, suffix):
+def test_forecast_store_round_trips_with_wb2_names_dims_and_cf_attributes(export, tmp_path):
+    import xarray as xr
+    import zarr
+
+    path = tmp_path / "forecast.zarr"
+    states = _write_store(export, path)
+    assert (path / ".zgroup").exists() and (path / ".zmetadata").exists()  # zarr format 2, consolidated
+    assert zarr.open_group(path, mode="r", zarr_format=2)["geopotential"].shape == (2, 3, 2, 4, 8)
+    with xr.open_zarr(path) as back:
+        assert set(back.data_vars) == {"geopotential", "temperature", "2m_temperature", "mean_sea_level_pressure"}
+        assert back["geopotential"].dims == ("time", "prediction_timedelta", "level", "latitude", "longitude")
+        assert back["2m_temperature"].dims == ("time", "prediction_timedelta", "latitude", "longitude")
+        assert back["level"].values.tolist() == [500, 850]
+        assert (back["prediction_timedelta"].values / np.timedelta64(1, "h")).tolist() == [0, 6, 12]
+        assert back["time"].values.tolist() == [np.datetime64("2001-02-01T00", "ns").astype(int),
+                                                 np.datetime64("2001-02-01T12", "ns").astype(int)]  # fmt: skip
+        np.testing.assert_array_equal(back["geopotential"].sel(level=850).values, states[:, :, 1])
+        np.testing.assert_array_equal(back["temperature"].sel(level=850).values, states[:, :, 2])
+        assert np.isnan(back["temperature"].sel(level=500).values).all()  # not a channel: missing, not zero
+        np.testing.assert_array_equal(back["2m_temperature"].values, states[:, :, 3])
+        valid = back["time"] + back["prediction_timedelta"]  # WB2's convention
+        assert valid.values[1, 2] == np.datetime64("2001-02-02T00")
+        # CF attributes
+        assert back["geopotential"].attrs == {"units": "m2 s-2", "long_name": "geopotential",
+                                              "standard_name": "geopotential"}  # fmt: skip
+        assert back["mean_sea_level_pressure"].attrs["standard_name"] == "air_pressure_at_mean_sea_level"
+        assert back["latitude"].attrs["units"] == "degrees_north" and back["level"].attrs["units"] == "hPa"
+        assert back["time"].attrs["standard_name"] == "forecast_reference_time"
+        assert back["prediction_timedelta"].attrs["standard_name"] == "forecast_period"
+        assert back.attrs["Conventions"] == "CF-1.8" and back.attrs["source"] == "test"
+
+
+def test_a_failed_export_keeps_the_previous_file(export, tmp_path):
+    path = tmp_path / "forecast.zarr"
+    _write_store(export, path)
+    before = {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()}
+    with pytest.raises(OSError, match="disk full"):
+        _write_store(export, path, fail_after=1)
+    assert {p.relative_to(path): p.read_bytes() for p in path.rglob("*") if p.is_file()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["forecast.zarr"]  # no temporary left behind
+
+
+def test_forecast_cli_writes_one_wb2_file_for_all_initial_times(pkg_name, tiny, tiny_shards, fc, tmp_path,
+                                                                 monkeypatch):  # fmt: skip
     import xarray as xr
 
-    states, ds = _dataset(fc)
-    path = fc.write_dataset(ds, tmp_path / f"forecast{suffix}")
-    back = xr.open_zarr(path, consolidated=False) if suffix == ".zarr" else xr.open_dataset(path)
-    assert set(back.data_vars) == {"geopotential", "temperature", "2m_temperature", "mean_sea_level_pressure"}
-    assert back["geopotential"].dims == ("time", "prediction_timedelta", "level", "latitude", "longitude")
-    assert back["2m_temperature"].dims == ("time", "prediction_timedelta", "latitude", "longitude")
-    assert back["level"].values.tolist() == [500, 850]
-    assert back["prediction_timedelta"].dtype.kind == "m"
-    assert (back["prediction_timedelta"].values / np.timedelta64(1, "h")).tolist() == [6, 12, 18]
-    assert back["time"].values[0] == np.datetime64("2001-02-01T00")
-    np.testing.assert_array_equal(back["geopotential"].sel(level=850).values, states[:, :, 1])
-    np.testing.assert_array_equal(back["temperature"].sel(level=850).values, states[:, :, 2])
-    assert np.isnan(back["temperature"].sel(level=500).values).all()  # not a channel: missing, not zero
-    np.testing.assert_array_equal(back["2m_temperature"].values, states[:, :, 3])
-    # valid time of WB2's convention
-    valid = back["time"] + back["prediction_timedelta"]
-    assert valid.values[1, 2] == np.datetime64("2001-02-02T18")
-    back.close()
-
-
-def test_unknown_output_format(fc, tmp_path):
-    _, ds = _dataset(fc)
-    with pytest.raises(ValueError, match=r"\.zarr or \.nc"):
-        fc.write_dataset(ds, tmp_path / "forecast.grib")
-
-
-def _eval_fixtures():
-    """The tiny shards/model builders of test_evaluate.py, loaded by path (works in any pytest import mode)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("_forge_eval_fixtures", Path(__file__).with_name("test_evaluate.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_forecast_cli_writes_a_wb2_file(pkg_name, fc, tmp_path, monkeypatch):
-    import xarray as xr
-
-    fx = _eval_fixtures()
+    inference = importlib.import_module(f"{pkg_name}.inference")
     monkeypatch.chdir(tmp_path)
-    shards = fx.write_shards(tmp_path, "2000-12-01", "2001-01-20T18:00")
-    files = fx.build_project(pkg_name, tmp_path, shards)
-    common = ["--params", str(files["params"]), "--model", str(files["model"]), "--shards", str(shards)]
-    assert fc.main(["--init", "2001-01-06T00:00", "--steps", "3", *common, "--out", "fc.nc"]) == 0
-    assert fc.main(["--init", "2001-01-06T00:00", "--steps", "3", *common, "--out", "fc.zarr"]) == 0
+    files = tiny.build_project(pkg_name, tmp_path, tiny_shards)
+    inits = ["2001-01-06T00:00", "2001-01-06T12:00"]
+    common = ["--init", *inits, "--steps", "3", *tiny.argv(files)]
+    assert fc.main([*common, "--out", "fc.nc"]) == 0
+    assert fc.main([*common, "--out", "fc.zarr"]) == 0
     nc, zr = xr.open_dataset(tmp_path / "fc.nc"), xr.open_zarr(tmp_path / "fc.zarr")
     for ds in (nc, zr):
         assert ds["geopotential"].dims == ("time", "prediction_timedelta", "level", "latitude", "longitude")
         assert ds["2m_temperature"].dims == ("time", "prediction_timedelta", "latitude", "longitude")
-        assert ds.sizes["prediction_timedelta"] == 3 and ds["level"].values.tolist() == [500, 850]
+        assert ds.sizes["time"] == 2 and ds.sizes["prediction_timedelta"] == 4  # leads 0, 6, 12, 18 h
+        assert ds["level"].values.tolist() == [500, 850] and ds["2m_temperature"].attrs["units"] == "K"
         assert np.isfinite(ds["geopotential"].values).all()
     np.testing.assert_array_equal(nc["geopotential"].values, zr["geopotential"].values)
-    # the same rollout as evaluate's: its first step equals one rollout_step of the model from the init state
-    reader = fc.ShardReader(shards)
-    model, _, norm = fc.load_forecaster(files["model"])
-    init = np.array(["2001-01-06T00:00"], dtype="datetime64[ns]")
-    first = next(fc.rollout(model, norm, reader.read(init), init, 1, 6, reader.latitude, reader.longitude))
-    np.testing.assert_array_equal(nc["2m_temperature"].values[0, 0], first[0, 2])
+    reader = inference.ShardReader(tiny_shards)
+    init = np.array(inits, dtype="datetime64[ns]")
+    # lead 0 is the initial state; lead 6 h one rollout step of the model, as evaluate computes it
+    np.testing.assert_array_equal(nc["2m_temperature"].values[:, 0], reader.read(init)[:, 2])
+    model, _, norm = inference.load_forecaster(files["model"])
+    first = next(inference.rollout(model, norm, reader.read(init), init, 1, 6, reader.latitude, reader.longitude))
+    np.testing.assert_array_equal(nc["2m_temperature"].values[:, 1], first[:, 2])
     nc.close()
+    zr.close()
     with pytest.raises(ValueError, match="no time step 2005-01-01"):
-        fc.main(["--init", "2005-01-01", "--steps", "1", *common, "--out", "x.nc"])
+        fc.main(["--init", "2005-01-01", "--steps", "1", *tiny.argv(files), "--out", "x.nc"])
+    with pytest.raises(ValueError, match=r"\.zarr or \.nc"):
+        fc.main(["--init", inits[0], "--steps", "1", *tiny.argv(files), "--out", "x.grib"])
+    assert not (tmp_path / "x.nc").exists() and not (tmp_path / "x.grib").exists()
+
+
+def test_one_grid_check_with_one_tolerance(pkg_name):
+    inference = importlib.import_module(f"{pkg_name}.inference")
+    tol = inference.GRID_TOLERANCE_DEG
+    lat, lon = np.array([-45.0, 45.0]), np.array([0.0, 120.0, 240.0])
+    a = {"channels": ["z", "t"], "latitude": lat, "longitude": lon}
+    assert inference.grid_mismatches(a, {**a, "longitude": lon + 0.9 * tol}, "model", "shards") == []
+    # absolute, not relative: 360-ish longitudes get the same tolerance as 0
+    far = inference.grid_mismatches(a, {**a, "longitude": lon + 1.5 * tol}, "model", "shards")
+    assert len(far) == 1 and far[0].startswith("grid longitude: model 3 points")
+    problems = inference.grid_mismatches(a, {"channels": ["t", "z"], "latitude": lat[:1], "longitude": lon},
+                                         "model", "shards")  # fmt: skip
+    assert [p.split(":")[0] for p in problems] == ["channels", "grid latitude"]
+
+
+def test_exported_forecast_is_bitwise_what_evaluate_scored(pkg_name, tiny, tiny_shards, fc, tmp_path, monkeypatch):
+    """evaluate rolls out evaluate.batch_size initial times together; `forecast` one. The states must agree to the
+    bit (the model runs per initial time), for an initial time in the middle of a batch. With a batched model call
+    they differ in ~3 % of the values (weight_std=0.3 makes the round-off visible)."""
+    import xarray as xr
+
+    ev = importlib.import_module(f"{pkg_name}.evaluate")
+    inference = importlib.import_module(f"{pkg_name}.inference")
+    clim_mod = importlib.import_module(f"{pkg_name}.climatology")
+    monkeypatch.chdir(tmp_path)
+    files = tiny.build_project(pkg_name, tmp_path, tiny_shards, weight_std=0.3)
+    reader = inference.ShardReader(tiny_shards)
+    model, meta, norm = inference.load_forecaster(files["model"])
+    inits = ev.test_inits(reader, ("2001-01-06", "2001-01-20T18:00"), 12, 6, 4)
+    valid = (inits[:, None] + (np.arange(1, 5) * 6 * tiny.HOUR)[None]).ravel()
+    clim = clim_mod.compute(reader, ("2000-01-01", "2000-12-31T18:00"), 15, valid)
+    model_forecast = inference.model_forecaster(model, norm, 6, reader.latitude, reader.longitude)
+    scored = {}
+
+    def recording(x0, init_times, n_steps):  # what score() scores, kept per initial time
+        for s, state in enumerate(model_forecast(x0, init_times, n_steps)):
+            for k, t in enumerate(init_times):
+                scored.setdefault(t, [None] * n_steps)[s] = state[k].copy()
+            yield state
+
+    with inference.deterministic("cpu"):
+        ev.score(recording, reader, inits, 4, 6, clim, batch_size=5)
+    chosen = inits[2]  # third of the first batch of 5
+    argv = ["--init", str(chosen), "--steps", "4", *tiny.argv(files), "--out", "fc.zarr"]
+    assert fc.main(argv) == 0
+    with xr.open_zarr(tmp_path / "fc.zarr") as ds:
+        exported = np.stack(
+            [ds["geopotential"].sel(level=500).values[0], ds["geopotential"].sel(level=850).values[0],
+             ds["2m_temperature"].values[0]], axis=1)  # fmt: skip
+    np.testing.assert_array_equal(exported[1:], np.stack(scored[chosen]))
+    np.testing.assert_array_equal(exported[0], reader.read(inits[2:3])[0])  # lead 0: the initial state
+    assert exported.dtype == np.float32 and not np.array_equal(exported[1], exported[0])
+
+
+def test_rollout_does_not_depend_on_the_batch(pkg_name, tiny, tiny_shards, tmp_path):
+    inference = importlib.import_module(f"{pkg_name}.inference")
+    files = tiny.build_project(pkg_name, tmp_path, tiny_shards, weight_std=0.3)  # round-off visible in the states
+    reader = inference.ShardReader(tiny_shards)
+    model, _, norm = inference.load_forecaster(files["model"])
+    inits = reader.times_in("2001-01-06", "2001-01-08")[:7]
+    x0 = reader.read(inits)
+    with inference.deterministic("cpu"):
+        together = list(inference.rollout(model, norm, x0, inits, 3, 6, reader.latitude, reader.longitude))
+        alone = [list(inference.rollout(model, norm, x0[k : k + 1], inits[k : k + 1], 3, 6, reader.latitude,
+                                        reader.longitude)) for k in range(len(inits))]  # fmt: skip
+    for s in range(3):
+        np.testing.assert_array_equal(together[s], np.concatenate([a[s] for a in alone]))

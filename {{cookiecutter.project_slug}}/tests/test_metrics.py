@@ -73,7 +73,10 @@ def test_acc_sign_and_climatology_forecast(m):
     anti = 2 * clim - truth  # anomaly of the opposite sign
     assert m.acc_per_step(anti, truth, clim, w) == pytest.approx(-1.0)
     assert m.acc_per_step(clim + 3 * (truth - clim), truth, clim, w) == pytest.approx(1.0)  # ACC ignores amplitude
-    assert m.acc_per_step(clim, truth, clim, w) == 0.0  # no anomaly -> 0 (WB2: NaN)
+    assert np.isnan(m.acc_per_step(clim, truth, clim, w))  # no anomaly: undefined (WB2: NaN), not 0
+    # and it stays undefined through the time mean: never averaged into a number
+    steps = m.acc_per_step(np.stack([clim, truth]), np.stack([truth, truth]), np.stack([clim, clim]), w)
+    assert np.isnan(steps[0]) and steps[1] == pytest.approx(1.0) and np.isnan(m.time_mean(steps))
 
 
 def test_latitude_weighting_of_non_uniform_grid(m):
@@ -95,7 +98,7 @@ def test_latitude_weighting_of_non_uniform_grid(m):
     den = np.sqrt((0.75 * 1 + 1.5 * 4 + 0.75 * 1) / 3 * (0.75 + 1.5 + 0.75) / 3)
     assert m.acc_per_step(f, o, clim, w) == pytest.approx(num / den)
     # the weighting is WB2's: the same as xarray's weighted mean with the cell-area weights
-    xr = pytest.importorskip("xarray")
+    import xarray as xr
     field = xr.DataArray(np.arange(12.0).reshape(3, 4) ** 2, dims=("latitude", "longitude"))
     expected = field.weighted(xr.DataArray(w, dims="latitude")).mean(("latitude", "longitude"))
     assert m.spatial_mean(field.values, w) == pytest.approx(float(expected))

@@ -9,6 +9,7 @@ when set). Without chromium the test FAILS unless FORGE_ALLOW_NO_BROWSER=1.
 from __future__ import annotations
 
 import base64
+import html.parser
 import importlib
 import itertools
 import json
@@ -28,7 +29,7 @@ SECTIONS = ["scorecard", "curves", "maps", "training", "provenance"]
 
 def make_results(pkg_name: str, out: Path, with_train_log: bool = True) -> Path:
     """A results/ directory as evaluate writes it, from made-up but plausible scores."""
-    ev = importlib.import_module(f"{pkg_name}.evaluate")
+    res = importlib.import_module(f"{pkg_name}.results")
     prov = importlib.import_module(f"{pkg_name}.provenance")
     leads = [6 * (i + 1) for i in range(12)]
     grow = np.sqrt(np.array(leads, dtype=float) / 6.0)[:, None]
@@ -37,7 +38,7 @@ def make_results(pkg_name: str, out: Path, with_train_log: bool = True) -> Path:
     acc = {
         "model": 1 - 0.05 * grow * np.ones((1, 5)),
         "persistence": 1 - 0.12 * grow * np.ones((1, 5)),
-        "climatology": np.zeros((12, 5)),
+        "climatology": np.full((12, 5), np.nan),  # no anomaly: undefined
     }
     bias = {f: 0.01 * v for f, v in rmse.items()}
     lat = np.linspace(-87.1875, 87.1875, 32)
@@ -48,7 +49,7 @@ def make_results(pkg_name: str, out: Path, with_train_log: bool = True) -> Path:
         for ch, s in (("geopotential_500", 900.0), ("2m_temperature", 3.0))
         for h in (24, 72)
     }
-    scores = ev.Scores(CHANNELS, leads, 40, rmse, acc, bias, maps, "2001-02-01T00:00")
+    scores = res.Scores(CHANNELS, leads, 40, rmse, acc, bias, maps, "2001-02-01T00:00")
     info = {
         "init_times": ["2001-02-01T00:00", "2001-03-11T00:00"],
         "init_every_hours": 24,
@@ -60,7 +61,7 @@ def make_results(pkg_name: str, out: Path, with_train_log: bool = True) -> Path:
         "model_step": 1200,
         "model_provenance": {"commit": "0123456789abcdef", "dirty": False, "params_sha256": "ab" * 32},
     }
-    ev.write_results(
+    res.write_results(
         out, scores, ["geopotential_500", "temperature_850", "2m_temperature"], [6, 24, 72], lat, lon, info
     )
     prov.write_provenance(out / "provenance.json", params={"seed": 0}, command="evaluate (test)")
@@ -97,6 +98,122 @@ def test_report_without_train_log_or_provenance(tmp_path, pkg_name, report_mod):
     report_mod.main(["--results", str(results)])
     page = (results / "report.html").read_text()
     assert "No results/train_log.csv" in page
+    assert page.count("data:image/png;base64,") == 3 + 4  # curves and maps still there, no training figure
+    # without this evaluation's stamp: said so, and the model's training stamp is still shown
+    assert "No git commit recorded for this evaluation." in page
+    assert "No results/provenance.json: the provenance of this evaluation is unknown." in page
+    assert "0123456789abcdef" in page and "No provenance found" not in page
+    # with neither stamp: the provenance section says there is none
+    evaluation = json.loads((results / "evaluation.json").read_text())
+    del evaluation["model_provenance"]
+    (results / "evaluation.json").write_text(json.dumps(evaluation))
+    report_mod.main(["--results", str(results)])
+    page = (results / "report.html").read_text()
+    assert "No provenance found" in page and "0123456789abcdef" not in page
+
+
+class _Tables(html.parser.HTMLParser):
+    """Cells of every <table id=...> in a page: {id: [[(class, style, text), ...] per row]}."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.current, self.cell = {}, None, None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "table" and attrs.get("id"):
+            self.current = self.tables.setdefault(attrs["id"], [])
+        elif tag == "tr" and self.current is not None:
+            self.current.append([])
+        elif tag == "td" and self.current is not None:
+            self.cell = [attrs.get("class") or "", attrs.get("style") or "", ""]
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell[2] += data
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self.cell is not None:
+            self.current[-1].append(tuple(self.cell))
+            self.cell = None
+        elif tag == "table":
+            self.current = None
+
+
+def page_tables(page: str) -> dict:
+    parser = _Tables()
+    parser.feed(page)
+    return {k: [row for row in rows if row] for k, rows in parser.tables.items()}
+
+
+def _rgb(style: str) -> tuple[int, int, int]:
+    code = style.split("background:#")[1][:6]
+    return tuple(int(code[i : i + 2], 16) for i in (0, 2, 4))
+
+
+def test_undefined_acc_renders_as_a_dash_and_is_never_beaten(tmp_path, pkg_name, report_mod):
+    results = make_results(pkg_name, tmp_path / "results")
+    assert json.loads((results / "metrics.json").read_text())["acc"]["geopotential_500"]["climatology"]["24h"] is None
+    report_mod.main(["--results", str(results)])
+    page = (results / "report.html").read_text()
+    rows = page_tables(page)["scorecard-acc"]
+    assert len(rows) == len(CHANNELS)
+    for row in rows:
+        per_lead = [row[2 + 5 * k : 2 + 5 * (k + 1)] for k in range(3)]  # model, pers, vs pers, clim, vs clim
+        for model, _, vs_pers, clim, vs_clim in per_lead:
+            assert float(model[2]) > 0 and vs_pers[0] == "good"
+            assert clim[2] == "—" and vs_clim == ("undefined", "", "—")  # no number, no colour, not "good"
+    assert "better than climatology in 0 of 0 scores; 15 undefined (—), not counted" in page
+    # RMSE against the same climatology is defined, and the model loses at 72 h there
+    assert "better than climatology in 10 of 15 scores" in page
+
+
+def test_comparison_colour_follows_the_number_shown(tmp_path, pkg_name, report_mod):
+    results = make_results(pkg_name, tmp_path / "results")
+    report_mod.main(["--results", str(results)])
+    cells = [c for row in page_tables((results / "report.html").read_text())["scorecard-rmse"] for c in row
+             if c[0] in ("good", "bad")]  # fmt: skip
+    shown = [(float(text.replace("%", "")), _rgb(style)) for _, style, text in cells]
+    assert {d > 0 for d, _ in shown} == {True, False}  # both signs occur in this data
+    for diff, (r, g, b) in shown:
+        assert (g > r) == (diff < 0), (diff, (r, g, b))  # RMSE: negative = model better = green
+    # deeper colour (further from white) for a larger difference, within each hue
+    for better in (True, False):
+        depths = [765 - sum(rgb) for _, rgb in sorted((abs(d), rgb) for d, rgb in shown if (d < 0) == better)]
+        assert depths == sorted(depths)
+    greens = sorted((abs(d), 765 - sum(rgb)) for d, rgb in shown if d < 0)
+    assert greens[0][0] < greens[-1][0] and greens[0][1] < greens[-1][1]
+
+
+def test_scorecard_colours_by_hand(pkg_name):
+    sc = importlib.import_module(f"{pkg_name}.scorecard")
+    per_lead = {"t": {"model": [(6, 1.0, 0.9, 0.1)], "persistence": [(6, 2.0, 0.95, -0.2)],
+                      "climatology": [(6, 1.0, None, 0.0)]}}  # fmt: skip
+    rmse, acc, bias = sc.scorecard(per_lead, ["t"], [6])
+    model, pers, vs_pers, clim, vs_clim = rmse["rows"][0]["cells"]
+    assert vs_pers["text"] == "-50.0 %" and vs_pers["cls"] == "good" and vs_pers["colour"] == sc.colour("RMSE", -50)
+    assert vs_clim["text"] == "+0.0 %" and vs_clim["cls"] == "even" and vs_clim["colour"] == ""  # a tie: no colour
+    _, _, vs_pers, _, vs_clim = acc["rows"][0]["cells"]
+    assert vs_pers["text"] == "-0.050" and vs_pers["cls"] == "bad"
+    assert vs_clim == {"text": "—", "cls": "undefined", "colour": "", "ref": "climatology"}
+    assert acc["counts"] == ["better than persistence in 0 of 1 scores",
+                             "better than climatology in 0 of 0 scores; 1 undefined (—), not counted"]  # fmt: skip
+    assert [c["text"] for c in bias["rows"][0]["cells"]] == ["0.1", "-0.2", "0"] and bias["counts"] == []
+    assert rmse["rows"][0]["units"] == "units?" and acc["rows"][0]["units"] == "1"
+    # the colour is a function of the difference: sign picks the hue, size the depth
+    assert sc.colour("RMSE", -10) != sc.colour("RMSE", 10) and sc.colour("RMSE", -10) != sc.colour("RMSE", -40)
+    assert sc.colour("ACC", 0.1) == sc.colour("RMSE", -25)
+
+
+def test_units_on_every_scorecard_row(tmp_path, pkg_name, report_mod):
+    results = make_results(pkg_name, tmp_path / "results")
+    report_mod.main(["--results", str(results)])
+    tables = page_tables((results / "report.html").read_text())
+    units = {row[0][2]: row[1][2] for row in tables["scorecard-rmse"]}
+    assert units == {"geopotential_500": "m² s⁻²", "geopotential_850": "m² s⁻²", "temperature_500": "K",
+                     "temperature_850": "K", "2m_temperature": "K"}  # fmt: skip
+    assert {row[1][2] for row in tables["scorecard-bias"]} == {"m² s⁻²", "K"}
+    assert {row[1][2] for row in tables["scorecard-acc"]} == {"1"}
 
 
 def test_report_needs_metrics(tmp_path, report_mod):
@@ -279,7 +396,7 @@ def test_report_renders_in_headless_chromium(tmp_path, pkg_name, report_mod, cap
         assert box["visible"] and box["w"] > 100 and box["h"] > 50, f"section #{sid} not visible: {box}"
         assert box["x"] >= 0 and box["x"] + box["w"] <= state["docW"] + 1 and box["y"] + box["h"] <= state["docH"] + 1
         assert box["images"] == box["images_ok"], f"broken image in #{sid}"
-    assert state["sections"]["scorecard"]["rows"] >= 2 * (2 + len(CHANNELS))  # two tables, 2 header rows each
+    assert state["sections"]["scorecard"]["rows"] >= 3 * (2 + len(CHANNELS))  # three tables, 2 header rows each
     assert "geopotential_500" in state["sections"]["scorecard"]["text"]
     assert state["sections"]["curves"]["images_ok"] == 3
     prov_text = state["sections"]["provenance"]["text"]

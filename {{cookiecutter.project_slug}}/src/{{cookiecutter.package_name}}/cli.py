@@ -19,6 +19,7 @@ from .errors import USER_ERROR_EXIT_CODE, ForgeError
 COMMANDS: dict[str, tuple[str, str]] = {
     "synthesize": (".data.synthetic", "write the built-in synthetic atmosphere as a zarr store"),
     "shard": (".data.shard", "write one time block of the source as a zarr shard"),
+    "static": (".data.statics", "write the static fields (data.static) beside the shards, normalized"),
     "stats": (".data.stats", "normalization statistics of the train split"),
     "climatology": (".climatology", "day-of-year x hour climatology (WB2 layout): train split or external"),
     "train": (".train", "train the model (a torchrun entry point)"),

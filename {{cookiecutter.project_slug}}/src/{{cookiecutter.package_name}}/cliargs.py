@@ -17,6 +17,7 @@ SHARED: dict[str, tuple[str, str]] = {
     "shards": ("data/shards", "directory of block_NNNN.zarr shards"),
     "stats": ("data/stats.json", "normalization statistics of the train split"),
     "model": ("models/model.pt", "trained model file"),
+    "device": ("cpu", "cpu (bitwise reproducible) or cuda (faster)"),
 }
 
 

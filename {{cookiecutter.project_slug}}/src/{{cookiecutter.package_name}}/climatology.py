@@ -40,10 +40,9 @@ from pathlib import Path
 import numpy as np
 
 from . import cliargs
-from .climatology_store import DAYS, Climatology, ClimatologyWriter, day_and_hour, days_per_block
+from .climatology_store import DAYS, Climatology, day_and_hour, days_per_block, writer
 from .data.stats import ShardSteps
 from .errors import DataError, EvaluationError
-from .fileio import atomic_path
 
 WINDOW_SHAPES = ("triangular", "uniform")
 MAX_HALF_WIDTH = (DAYS - 2) // 2  # 2w + 1 <= 365: no day enters a window twice
@@ -169,40 +168,50 @@ def compute_store(steps: ShardSteps, train: Sequence[str], half_width: int, shap
                         "climatology. Fix: check data.splits.train in params.yaml against the shards.")
     times = steps.times[index]
     hours = sorted({int(h) for h in day_and_hour(times)[1]})
+    with writer(out, steps.channels, steps.latitude, steps.longitude, hours, made_from, dtype) as write:
+        written = 0
+        for hi, members in enumerate(members_by_day(times, hours)):
+            only_days = None if only is None else {d for d, h in only if h == hours[hi]}
+            written += _write_hour(write, hi, members, steps, index, half_width, shape, weights, only_days)
+        return written
+
+
+def _write_hour(write, hi: int, members: list[list[int]], steps: ShardSteps, index, half_width: int, shape: str,
+                weights: np.ndarray, only_days: set[int] | None) -> int:
+    """Window sums of one hour of day, day by day; the days with data in their window (and in `only_days`) are
+    written in runs of consecutive days, a block at a time. Returns the number of days written."""
     field_shape = (len(steps.channels), len(steps.latitude), len(steps.longitude))
-    writer = ClimatologyWriter(out, steps.channels, steps.latitude, steps.longitude, hours, made_from, dtype)
-    block = days_per_block(field_shape)
-    written = 0
-    for hi, members in enumerate(members_by_day(times, hours)):
-        counts = weighted_counts(np.array([len(m) for m in members]), weights)
-        wanted = {d for d in range(DAYS) if counts[d] and (only is None or (d, hours[hi]) in only)}
-        if not wanted:
-            continue
-        last_wanted = max(wanted)
-        pending: list[np.ndarray] = []  # a run of consecutive days, not yet written
-        for day, total in window_sums(DailySums(steps, index, members), half_width, shape, field_shape):
-            if day in wanted:
-                pending.append(total / counts[day])
-            if pending and (day not in wanted or len(pending) == block or day == DAYS - 1):
-                last = day if day in wanted else day - 1
-                writer.write(hi, last - len(pending) + 1, np.stack(pending))
-                written += len(pending)
-                pending = []
-            if day >= last_wanted and not pending:
-                break
+    counts = weighted_counts(np.array([len(m) for m in members]), weights)
+    wanted = {d for d in range(DAYS) if counts[d] and (only_days is None or d in only_days)}
+    if not wanted:
+        return 0
+    block, last_wanted, written = days_per_block(field_shape), max(wanted), 0
+    pending: list[np.ndarray] = []  # a run of consecutive days, not yet written
+    for day, total in window_sums(DailySums(steps, index, members), half_width, shape, field_shape):
+        if day in wanted:
+            pending.append(total / counts[day])
+        if pending and (day not in wanted or len(pending) == block or day == DAYS - 1):
+            last = day if day in wanted else day - 1
+            write(hi, last - len(pending) + 1, np.stack(pending))
+            written += len(pending)
+            pending = []
+        if day >= last_wanted and not pending:
+            break
     return written
 
 
 def copy_external(source: str, steps: ShardSteps, out: Path, made_from: dict) -> int:
-    """Select the shards' channels and grid out of an external WB2-layout store, a block of days at a time."""
+    """The shards' channels out of an external WB2-layout store, on the shards' grid, a block of days at a time."""
     clim = Climatology(source, steps.channels, steps.latitude, steps.longitude)  # refuses what does not fit
-    writer = ClimatologyWriter(out, steps.channels, steps.latitude, steps.longitude, clim.hours, made_from,
-                               np.float32)
-    block = days_per_block(clim.shape, clim.days_per_chunk)
-    for hour in clim.hours or [None]:
-        for first in range(0, DAYS, block):
-            days = range(first, min(first + block, DAYS))
-            writer.write(clim.hour_index(hour), first, clim.fields(clim.hour_index(hour), days))
+    if clim.grid.regrid is not None:
+        print(f"climatology: {source} is on a {clim.grid.source_shape[0]} x {clim.grid.source_shape[1]} grid; "
+              "regridding it conservatively to the shards' grid", file=sys.stderr)
+    block = days_per_block(clim.read_shape, clim.days_per_chunk)
+    with writer(out, steps.channels, steps.latitude, steps.longitude, clim.hours, made_from) as write:
+        for hour in clim.hours or [None]:
+            for first in range(0, DAYS, block):
+                days = range(first, min(first + block, DAYS))
+                write(clim.hour_index(hour), first, clim.fields(clim.hour_index(hour), days))
     return len(clim.hours or [None]) * DAYS
 
 
@@ -211,11 +220,10 @@ def build(params, shards: str | Path, out: str | Path) -> int:
     cfg = params.evaluate
     steps = ShardSteps(shards)
     window_weights(cfg.climatology_window_days, cfg.climatology_window_shape)  # bad params fail before any work
-    with atomic_path(out) as tmp:
-        if cfg.climatology == "computed":
-            return compute_store(steps, params.data.splits.train, cfg.climatology_window_days,
-                                 cfg.climatology_window_shape, tmp, provenance(params))
-        return copy_external(cfg.climatology, steps, tmp, provenance(params))
+    if cfg.climatology == "computed":
+        return compute_store(steps, params.data.splits.train, cfg.climatology_window_days,
+                             cfg.climatology_window_shape, Path(out), provenance(params))
+    return copy_external(cfg.climatology, steps, Path(out), provenance(params))
 
 
 def load(path: str | Path, params, channels: Sequence[str], latitude, longitude) -> Climatology:

@@ -1,31 +1,31 @@
-"""Climatology stores in WeatherBench2's layout: written one (hour, day of year) field at a time, read on any grid
-that is the shards' grid or contains it.
+"""Climatology stores in WeatherBench2's layout: written a block of days at a time, read on the shards' grid.
 
 Layout (as WB2's `1990-2019_6h_1440x721.zarr`): one variable per WB2 name, dims (hour, dayofyear, [level], latitude,
-longitude); `dayofyear` 1..366 (xarray's dt.dayofyear), `hour` the hours of day the data has, `level` in hPa. The
-shards' flat channels (`geopotential_500`) become variables with a level dim (`geopotential` at level 500) so WB2's
-tools read the store as they read theirs, and so one reader serves a store made here and an external one. One chunk
-per (hour, day, variable): a field written or read is one step's size, whatever the grid. Keys without data are not
-written and read as NaN.
+longitude); `dayofyear` 1..366 (xarray's dt.dayofyear), `hour` the hours of day the data has, `level` in hPa; zarr
+format 2 with consolidated metadata and CF attributes (export.open_store writes it). The shards' flat channels
+(`geopotential_500`) become variables with a level dim (`geopotential` at level 500), so WB2's tools read the store
+as they read theirs, and one reader serves a store made here and an external one. One chunk per (hour, day,
+variable): a field written or read is one step's size, whatever the grid. Keys without data read as NaN.
 
-Reading (`Climatology`) selects the shards' channels and grid out of a store: the variables and levels must be
-there; the grid must equal the shards' or contain every shard latitude and longitude (a subset: every n-th point,
-latitude in either order, longitude in -180..180 or 0..360). Anything else is refused with the store, what differs
-and the fix, never silently interpolated.
+Reading (`Climatology`) takes the shards' channels out of a store (the variables and levels must be there: one error
+lists all that are missing) on the shards' grid: the same grid is selected exactly (latitude in either order,
+longitude in -180..180 or 0..360); another grid that covers the shards' domain is regridded conservatively, as
+data.grid regrids the shards (data/regrid.py); a store that does not cover it is refused with what differs and the fix.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from .errors import DataError
-from .forecast import split_channel
+from .units import split_channel
 
 DAYS = 366
 DIM_ALIASES = {"lat": "latitude", "lon": "longitude"}
@@ -43,65 +43,24 @@ def day_and_hour(times) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(idx.day_of_year, dtype=np.int64) - 1, np.asarray(idx.hour, dtype=np.int64)
 
 
-def _variables(channels: Sequence[str]) -> tuple[dict[str, list[tuple[int, int | None]]], list[int]]:
-    """WB2 variable -> [(channel index, level or None)], and the union of the levels."""
-    variables: dict[str, list[tuple[int, int | None]]] = {}
-    for index, name in enumerate(channels):
-        var, level = split_channel(name)
-        variables.setdefault(var, []).append((index, level))
-    return variables, sorted({lev for entries in variables.values() for _, lev in entries if lev is not None})
+@contextmanager
+def writer(out: Path, channels: Sequence[str], latitude, longitude, hours: Sequence[int] | None, provenance: dict,
+           dtype=np.float32) -> Iterator[Callable[[int | None, int, np.ndarray], None]]:
+    """An empty store at `out` (it appears, replacing an older one, only when the block ends without an error);
+    yields write(hour_index or None, first_day, fields) for (day, channel, lat, lon) fields at days first_day.."""
+    from .export import CLIMATOLOGY_ATTRS, open_store
 
+    leading = {"dayofyear": (np.arange(1, DAYS + 1, dtype=np.int64), CLIMATOLOGY_ATTRS["dayofyear"])}
+    if hours is not None:
+        leading = {"hour": (np.asarray(hours, dtype=np.int64), CLIMATOLOGY_ATTRS["hour"]), **leading}
+    attrs = {"title": "day-of-year x hour-of-day climatology (WeatherBench2 layout)", "channels": list(channels),
+             PROVENANCE_ATTR: json.dumps(provenance, sort_keys=True)}
+    with open_store(out, channels, leading, latitude, longitude, attrs, dtype) as store:
+        def write(hour_index: int | None, first_day: int, fields: np.ndarray) -> None:
+            days = slice(first_day, first_day + len(fields))
+            store.write((days,) if hour_index is None else (hour_index, days), fields)
 
-class ClimatologyWriter:
-    """Create an empty store (metadata and coordinates only), then `write(hour_index, day_index, field)`."""
-
-    def __init__(self, out: Path, channels: Sequence[str], latitude, longitude, hours: Sequence[int] | None,
-                 provenance: dict, dtype=np.float32):
-        import dask.array as da
-        import zarr
-
-        self.variables, self.levels = _variables(channels)
-        self.dtype = np.dtype(dtype)
-        lat, lon = np.asarray(latitude, np.float64), np.asarray(longitude, np.float64)
-        lead = ("hour", "dayofyear") if hours is not None else ("dayofyear",)
-        lead_shape = (len(hours), DAYS) if hours is not None else (DAYS,)
-        coords = {"dayofyear": np.arange(1, DAYS + 1), "latitude": lat, "longitude": lon}
-        if hours is not None:
-            coords["hour"] = np.asarray(hours, dtype=np.int64)
-        if self.levels:
-            coords["level"] = np.asarray(self.levels, dtype=np.int64)
-        data_vars, encoding = {}, {}
-        for var, entries in self.variables.items():
-            dims = lead + (("level",) if entries[0][1] is not None else ()) + ("latitude", "longitude")
-            shape = lead_shape + ((len(self.levels),) if "level" in dims else ()) + (len(lat), len(lon))
-            chunks = (1,) * len(lead) + shape[len(lead):]
-            # one dask chunk: only metadata is written (compute=False), and a graph per zarr chunk would cost more
-            data_vars[var] = (dims, da.zeros(shape, chunks=-1, dtype=self.dtype))
-            encoding[var] = {"chunks": chunks, "fill_value": np.nan}
-        ds = xr.Dataset(data_vars, coords=coords, attrs={
-            "channels": list(channels), PROVENANCE_ATTR: json.dumps(provenance, sort_keys=True)})
-        ds["latitude"].attrs.update(units="degrees_north")
-        ds["longitude"].attrs.update(units="degrees_east")
-        if self.levels:
-            ds["level"].attrs.update(units="hPa")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # zarr v3 consolidated-metadata chatter
-            ds.to_zarr(out, mode="w", zarr_format=3, consolidated=True, compute=False, encoding=encoding)
-        self._arrays = {var: zarr.open_array(str(Path(out) / var), mode="r+") for var in self.variables}
-        self._level_pos = {lev: i for i, lev in enumerate(self.levels)}
-
-    def write(self, hour_index: int | None, first_day: int, fields: np.ndarray) -> None:
-        """Write (day, channel, lat, lon) `fields` at days first_day.. (0-based) of the hour (None: a daily store)."""
-        days = slice(first_day, first_day + len(fields))
-        key = (days,) if hour_index is None else (hour_index, days)
-        for var, entries in self.variables.items():
-            if entries[0][1] is None:
-                self._arrays[var][key] = fields[:, entries[0][0]].astype(self.dtype)
-                continue
-            cube = np.full((len(fields), len(self.levels)) + fields.shape[2:], np.nan, dtype=self.dtype)
-            for index, level in entries:
-                cube[:, self._level_pos[level]] = fields[:, index]
-            self._arrays[var][key] = cube
+        yield write
 
 
 def days_per_block(field_shape: Sequence[int], chunk_days: int = 1) -> int:
@@ -144,26 +103,49 @@ def _describe(values: np.ndarray) -> str:
     return f"{len(values)} points {values[0]:g}..{values[-1]:g}, {spacing}"
 
 
-def grid_index(path: str, name: str, have: np.ndarray, want: np.ndarray) -> np.ndarray | slice:
-    """Indices into the store's `have` of each value of `want` (a slice when they are equal); an error otherwise."""
-    if name == "longitude":
-        have, want = np.mod(have, 360.0), np.mod(want, 360.0)
-    if len(have) == len(want) and np.allclose(have, want, rtol=0, atol=GRID_TOLERANCE_DEG):
-        return slice(None)
-    order = np.argsort(have, kind="stable")
-    pos = np.clip(np.searchsorted(have[order], want), 1, max(len(have) - 1, 1))
-    left, right = order[pos - 1], order[np.minimum(pos, len(have) - 1)]
-    nearest = np.where(np.abs(have[left] - want) <= np.abs(have[right] - want), left, right)
-    off = np.abs(have[nearest] - want) > GRID_TOLERANCE_DEG
-    if off.any():
+def _outer_bounds(centers: np.ndarray) -> tuple[float, float]:
+    """The south / north edge of a latitude grid (cells end halfway to the next row, and at the poles)."""
+    if len(centers) < 2:
+        return float(centers[0]), float(centers[0])
+    return (max(-90.0, 1.5 * centers[0] - 0.5 * centers[1]), min(90.0, 1.5 * centers[-1] - 0.5 * centers[-2]))
+
+
+class GridMap:
+    """A store's grid onto the shards': an exact selection (latitude in either order, longitude -180..180 or 0..360),
+    or else conservative regridding with data/regrid.py, the method data.grid regrids the shards with."""
+
+    def __init__(self, path: str, store_lat, store_lon, latitude, longitude):
+        from .data.regrid import regrid_to, same_grid
+
+        have_lon = np.mod(np.asarray(store_lon, np.float64), 360.0)
+        lat_order, lon_order = np.argsort(store_lat, kind="stable"), np.argsort(have_lon, kind="stable")
+        src_lat, src_lon = np.asarray(store_lat, np.float64)[lat_order], have_lon[lon_order]
+        identity = lambda order: slice(None) if np.array_equal(order, np.arange(len(order))) else order  # noqa: E731
+        self.isel = {"latitude": identity(lat_order), "longitude": identity(lon_order)}  # store -> ascending
+        self.source_shape = (len(src_lat), len(src_lon))
+        self.regrid = None
+        if not same_grid(src_lat, src_lon, latitude, longitude):
+            _check_covers(path, src_lat, src_lon, np.asarray(latitude, np.float64), np.asarray(longitude, np.float64))
+            self.regrid = regrid_to(src_lat, src_lon, latitude, longitude)
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        """(..., store lat, store lon) in ascending order -> (..., lat, lon) on the shards' grid."""
+        return values if self.regrid is None else self.regrid(values)
+
+
+def _check_covers(path: str, src_lat, src_lon, lat, lon) -> None:
+    """Regridding needs the store to cover the shards' domain: all their latitudes, the whole circle of longitude."""
+    (s0, s1), (t0, t1) = _outer_bounds(src_lat), _outer_bounds(lat)
+    spacing = np.diff(src_lon)
+    global_lon = len(src_lon) > 1 and np.allclose(spacing, spacing[0], atol=GRID_TOLERANCE_DEG) and abs(
+        len(src_lon) * spacing[0] - 360.0) < GRID_TOLERANCE_DEG
+    if t0 < s0 - GRID_TOLERANCE_DEG or t1 > s1 + GRID_TOLERANCE_DEG or not global_lon:
         raise DataError(
-            f"climatology store {path!r}: its {name} ({_describe(np.sort(have))}) does not contain the shards' "
-            f"{name} ({_describe(want)}); e.g. {want[off][0]:g} is missing. Only the same grid or a subset of it "
-            "(every n-th point) can be selected. Fix: regrid the climatology to the shards' grid (conservatively, "
-            "e.g. with xarray-regrid) and point evaluate.climatology at the result, or set evaluate.climatology: "
-            "computed to compute it from the train split."
+            f"climatology store {path!r}: its grid (latitude {_describe(src_lat)}, longitude {_describe(src_lon)}) "
+            f"does not cover the shards' (latitude {_describe(lat)}, longitude {_describe(lon)}), so it can be neither "
+            "selected nor regridded to them. Fix: use a global climatology (WB2's cover the globe) on a grid that "
+            "contains the shards' domain, or set evaluate.climatology: computed to compute it from the train split."
         )
-    return nearest
 
 
 class Climatology:
@@ -186,11 +168,9 @@ class Climatology:
         self._day = np.argsort(days)  # 0-based day -> index along dayofyear
         self.hours = [int(h) for h in ds["hour"].values] if "hour" in ds.dims else None
         self._plan = self._channel_plan(ds)
-        self._lat = grid_index(self.path, "latitude", np.asarray(ds["latitude"].values, np.float64),
-                               np.asarray(latitude, np.float64))
-        self._lon = grid_index(self.path, "longitude", np.asarray(ds["longitude"].values, np.float64),
-                               np.asarray(longitude, np.float64))
+        self.grid = GridMap(self.path, ds["latitude"].values, ds["longitude"].values, latitude, longitude)
         self.shape = (len(self.channels), len(latitude), len(longitude))
+        self.read_shape = (len(self.channels),) + self.grid.source_shape  # what one field costs to read
         self.dtype = np.result_type(*(ds[var].dtype for var in self._plan))
 
     def _channel_plan(self, ds: xr.Dataset) -> dict[str, list[tuple[int, int | None]]]:
@@ -235,11 +215,12 @@ class Climatology:
         lead = {"dayofyear": self._day[np.asarray(days, dtype=np.int64)]}
         if hour_index is not None:
             lead["hour"] = hour_index
-        lead.update(latitude=self._lat, longitude=self._lon)
+        lead.update(self.grid.isel)
         for var, entries in self._plan.items():
             levels = sorted({level for _, level in entries if level is not None})  # read only the levels needed
             da = self._ds[var].isel({**lead, "level": levels} if levels else lead)
-            values = np.asarray(da.transpose("dayofyear", *(("level",) if levels else ()), "latitude", "longitude"))
+            dims = ("dayofyear", *(("level",) if levels else ()), "latitude", "longitude")
+            values = self.grid(np.asarray(da.transpose(*dims).values))
             for index, level in entries:
                 out[:, index] = values if level is None else values[:, levels.index(level)]
         return out

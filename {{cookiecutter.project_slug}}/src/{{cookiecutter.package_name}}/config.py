@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ParamsError
+from .regions import WB2_REGIONS
+from .regions import check_names as check_region_names
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -65,14 +67,18 @@ class SplitsConfig(Section):
 
 
 class DataConfig(Section):
-    source: str = "synthetic"
-    variables: list[str] = []
+    source: str | list[str] = "synthetic"  # one entry, or a list (e.g. one glob per variable, as RDA/CDS ship them)
+    variables: list[str] = []  # WeatherBench2 names
+    rename: dict[str, str] = {}  # source variable name -> WeatherBench2 name, for names the built-in table lacks
     levels: list[int] = []
     start: str = "2000-01-01"
     end: str = "2001-03-31T18:00"
     time_stride: int = Field(1, ge=1)
     coarsen: int = Field(1, ge=1)
     block_size: int = Field(240, ge=2)
+    grid: str = ""  # "" = the source grid (or data.coarsen); else a named grid ("240x121", "1.5deg") or a grid file
+    static: list[str] = []  # time-invariant input fields (WeatherBench2 names), e.g. land_sea_mask
+    static_source: str | list[str] = ""  # where data.static comes from; "" = data.source
     splits: SplitsConfig
     synthetic: SyntheticConfig = SyntheticConfig()
 
@@ -81,6 +87,27 @@ class DataConfig(Section):
     def _iso(cls, value: str) -> str:
         _parse_time(value)
         return value
+
+    @field_validator("source")
+    @classmethod
+    def _entries(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and (not value or not all(value)):
+            raise ValueError("a list of sources must hold at least one non-empty path or glob")
+        return value
+
+    @model_validator(mode="after")
+    def _static_and_grid(self) -> DataConfig:
+        both = sorted(set(self.static) & set(self.variables))
+        if both:
+            raise ValueError(f"@data.static: {both} are also in data.variables; a field is either predicted or static")
+        for key in ("variables", "static"):
+            names = getattr(self, key)
+            if len(set(names)) != len(names):
+                raise ValueError(f"@data.{key}: {names} lists a name twice")
+        if self.grid and self.coarsen > 1:
+            raise ValueError(f"@data.coarsen: {self.coarsen} and data.grid {self.grid!r} both regrid; keep one "
+                             "(data.coarsen: 1 with data.grid)")
+        return self
 
     @model_validator(mode="after")
     def _source_needs_variables(self) -> DataConfig:
@@ -121,11 +148,50 @@ class TrainConfig(Section):
     init_from: str = ""
     freeze: list[str] = []
     allow_dirty: bool = False
+    compile: bool = False  # torch.compile the network and loss (faster steps on a GPU after a one-off compile)
+
+
+class SpectraConfig(Section):
+    leads_hours: list[int] = [24, 72]
+    band: tuple[float, float] = (30.0, 60.0)
+
+    @field_validator("band")
+    @classmethod
+    def _band(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= value[0] < value[1] <= 90:
+            raise ValueError(f"{list(value)} is not a band [low, high] of |latitude| with 0 <= low < high <= 90")
+        return value
+
+
+class SignificanceConfig(Section):
+    samples: int = Field(1000, ge=0)
+    block_length: int = Field(0, ge=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+
+class EnsembleConfig(Section):
+    members: int = Field(1, ge=1)
+    perturbation: float = Field(0.0, ge=0)
+    checkpoints: list[str] = []
+
+    @model_validator(mode="after")
+    def _distinct_members(self) -> EnsembleConfig:
+        if self.members > max(1, len(self.checkpoints)) and self.perturbation == 0:
+            raise ValueError(
+                f"@evaluate.ensemble.perturbation: {self.members} members from {max(1, len(self.checkpoints))} "
+                "checkpoint(s) would be identical; set a perturbation > 0 (e.g. 0.05) or list more checkpoints"
+            )
+        return self
+
+
+class StationsConfig(Section):
+    file: str = ""
+    variables: list[str] = []
 
 
 class EvaluateConfig(Section):
     max_lead_hours: int = Field(72, ge=1)
-    init_every_hours: int = Field(24, ge=1)
+    init_every_hours: int = Field(12, ge=1)
     headline: list[str] = ["geopotential_500", "temperature_850", "2m_temperature"]
     climatology: str = "computed"
     climatology_window_days: int = Field(15, ge=0, le=182)
@@ -135,6 +201,18 @@ class EvaluateConfig(Section):
     map_channels: list[str] = []
     map_leads_hours: list[int] = [24, 72]
     allow_dirty: bool = False
+    export_forecast: bool = True
+    regions: list[str] = list(WB2_REGIONS)
+    land_sea_mask: str = ""
+    spectra: SpectraConfig = SpectraConfig()
+    significance: SignificanceConfig = SignificanceConfig()
+    ensemble: EnsembleConfig = EnsembleConfig()
+    stations: StationsConfig = StationsConfig()
+
+    @model_validator(mode="after")
+    def _known_regions(self) -> EvaluateConfig:
+        check_region_names(self.regions, has_land_sea_mask=bool(self.land_sea_mask))
+        return self
 
 
 class WandbConfig(Section):

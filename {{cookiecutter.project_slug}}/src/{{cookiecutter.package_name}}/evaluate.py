@@ -10,59 +10,36 @@ steps of train.lead_hours up to evaluate.max_lead_hours. Three forecasts are sco
   climatology  the day-of-year x hour climatology of the train split (climatology.py)
 Scores (metrics.py): RMSE, bias, ACC, per channel (a level is a channel: geopotential_500) and lead.
 
-Outputs in --out (metrics files hold numbers only and are byte-identical across identical reruns):
-  metrics.json          rmse / acc / bias [channel][forecast]["<lead>h"] at evaluate.key_leads_hours, and
-                        skill_vs_persistence / skill_vs_climatology [channel]["<lead>h"] = 1 - RMSE_model / RMSE_ref
-  per_lead.csv          lead_hours, channel, forecast, rmse, acc, bias (every lead, channel and forecast)
-  plots/rmse_<ch>.csv   lead_hours, model, persistence, climatology (headline channels; for `dvc plots`)
-  plots/acc_<ch>.csv    the same for ACC
-  maps/<ch>_<lead>h.png truth / forecast / error from the first test initial time
-  evaluation.json       what was evaluated (channels, leads, initial times, the model's own provenance) for the report
+Outputs in --out: the results files (results.py: metrics.json, per_lead.csv, plots/, maps/, evaluation.json), and
+  wb2/                  forecast.zarr, truth.zarr, climatology.zarr in WB2 layout with CF attributes, zarr
+                        format 2 (export.py): exactly the states scored; empty when evaluate.export_forecast is false
   provenance.json       commit, dirty flag, params hash, input hashes, versions, hardware of this run
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
-import math
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from . import metrics
+from . import cliargs, metrics, units
 from .errors import EvaluationError
-from .forecast import HOUR, ShardReader
-
-FORECASTS = ("model", "persistence", "climatology")
-SCORES = ("rmse", "acc", "bias")
-SIGNIFICANT = 6  # digits kept in metrics files: enough for any comparison, and stable across reruns
-
-
-@dataclass
-class Scores:
-    """Time-mean scores: rmse/acc/bias[forecast] is an array (lead, channel)."""
-
-    channels: list[str]
-    leads_hours: list[int]
-    n_inits: int
-    rmse: dict[str, np.ndarray]
-    acc: dict[str, np.ndarray]
-    bias: dict[str, np.ndarray]
-    # (channel, lead_hours) -> {"truth": (H, W), "forecast": (H, W)} from the first initial time
-    maps: dict[tuple[str, int], dict[str, np.ndarray]] = field(default_factory=dict)
-    map_init: str = ""
+from .inference import HOUR, ShardReader
+from .results import FORECASTS, Scores, select_leads, write_results
 
 
 def test_inits(
     reader: ShardReader, test_range: Sequence[str], init_every_hours: int, lead_hours: int, n_steps: int
 ) -> np.ndarray:
-    """Initial times every `init_every_hours` from the start of the test split whose forecasts end inside it."""
+    """Initial times every `init_every_hours` in the test split whose forecasts end inside it.
+
+    When init_every_hours divides a day, they sit at fixed hours of the day counted from 00Z (12: 00Z and 12Z, as
+    WB2), whatever hour the split starts at; initial times the data lack (12Z in daily data) are skipped.
+    """
     max_lead_hours = lead_hours * n_steps
     times = reader.times_in(*test_range)
     if len(times) == 0:
@@ -70,10 +47,15 @@ def test_inits(
             f"{reader.dir}: no time steps in the test split {list(test_range)}. "
             "Fix: check data.splits.test in params.yaml against the shards."
         )
+    every = init_every_hours * HOUR
+    start = times[0]
+    if 24 % init_every_hours == 0:
+        midnight = start.astype("datetime64[D]").astype("datetime64[ns]")
+        start = midnight - ((midnight - start) // every) * every  # the first whole multiple of `every` after 00Z
     last_valid = min(np.datetime64(test_range[1], "ns"), times[-1])
-    candidates = np.arange(
-        times[0], last_valid - max_lead_hours * HOUR + np.timedelta64(1, "ns"), init_every_hours * HOUR
-    ).astype("datetime64[ns]")
+    candidates = np.arange(start, last_valid - max_lead_hours * HOUR + np.timedelta64(1, "ns"), every).astype(
+        "datetime64[ns]"
+    )
     steps = np.arange(0, n_steps + 1, dtype=np.int64) * lead_hours * HOUR  # the states a forecast reads
     inits = np.array([t for t in candidates if reader.has(t + steps).all()], dtype="datetime64[ns]")
     if len(inits) == 0:
@@ -94,9 +76,11 @@ def score(
     batch_size: int = 8,
     map_channels: Sequence[str] = (),
     map_leads_hours: Sequence[int] = (),
+    sink: Callable | None = None,
 ) -> Scores:
     """Roll out `forecaster(x0, init_times, n_steps)` (an iterator of (B, C, H, W) states) from every initial time
-    and score it, persistence and `clim` (a Climatology) against the shards' states.
+    and score it, persistence and `clim` (a Climatology) against the shards' states. `sink(rows, lead_index,
+    states)`, if given, receives every scored state as it is made (lead index 0: the initial state).
 
     Per-step spatial means go into arrays indexed by (initial time, lead, channel); the time means are taken once
     at the end, so the result does not depend on batch_size's grouping of the sums.
@@ -112,7 +96,11 @@ def score(
         batch = inits[b0 : b0 + batch_size]
         rows = slice(b0, b0 + len(batch))
         x0 = reader.read(batch)
+        if sink:
+            sink(rows, 0, x0)
         for s, state in enumerate(forecaster(x0, batch, n_steps)):
+            if sink:
+                sink(rows, s + 1, state)
             valid = batch + leads[s] * HOUR
             truth = reader.read(valid)
             ref = clim.at(valid)
@@ -138,163 +126,12 @@ def score(
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Writing the results
-
-
-def rounded(value: float) -> float | None:
-    """Round to SIGNIFICANT digits (so reruns and platforms agree); non-finite -> None (JSON null)."""
-    value = float(value)
-    if not math.isfinite(value):
-        return None
-    return float(f"{value:.{SIGNIFICANT}g}") + 0.0  # + 0.0 turns -0.0 into 0.0
-
-
-def _fmt(value: float) -> str:
-    r = rounded(value)
-    return "" if r is None else repr(r)
-
-
-def select_leads(wanted: Sequence[int], available: Sequence[int]) -> list[int]:
-    """The wanted leads that were evaluated (in order); the longest evaluated lead if none was."""
-    chosen = [h for h in wanted if h in available]
-    return chosen or [available[-1]]
-
-
-def metrics_dict(scores: Scores, key_leads: Sequence[int]) -> dict:
-    """metrics.json content: numbers only, nested channel -> forecast -> lead."""
-    at = {h: scores.leads_hours.index(h) for h in key_leads}
-    out: dict = {name: {} for name in SCORES}
-    out["skill_vs_persistence"], out["skill_vs_climatology"] = {}, {}
-    for ci, ch in enumerate(scores.channels):
-        for name in SCORES:
-            table = getattr(scores, name)
-            out[name][ch] = {f: {f"{h}h": rounded(table[f][i, ci]) for h, i in at.items()} for f in FORECASTS}
-        for ref, key in (("persistence", "skill_vs_persistence"), ("climatology", "skill_vs_climatology")):
-            out[key][ch] = {
-                f"{h}h": rounded(1.0 - scores.rmse["model"][i, ci] / scores.rmse[ref][i, ci])
-                if scores.rmse[ref][i, ci] > 0
-                else None
-                for h, i in at.items()
-            }
-    out["n_inits"] = scores.n_inits
-    return out
-
-
-def _csv(rows: list[list], header: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
-def per_lead_csv(scores: Scores) -> str:
-    rows = []
-    for i, h in enumerate(scores.leads_hours):
-        for ci, ch in enumerate(scores.channels):
-            for f in FORECASTS:
-                rows.append(
-                    [h, ch, f, _fmt(scores.rmse[f][i, ci]), _fmt(scores.acc[f][i, ci]), _fmt(scores.bias[f][i, ci])]
-                )
-    return _csv(rows, ["lead_hours", "channel", "forecast", "rmse", "acc", "bias"])
-
-
-def curve_csv(scores: Scores, name: str, channel: str) -> str:
-    """One dvc plot: lead_hours and a column per forecast."""
-    ci = scores.channels.index(channel)
-    table = getattr(scores, name)
-    rows = [[h] + [_fmt(table[f][i, ci]) for f in FORECASTS] for i, h in enumerate(scores.leads_hours)]
-    return _csv(rows, ["lead_hours", *FORECASTS])
-
-
-def draw_map(path: Path, latitude, longitude, truth, forecast, channel: str, lead: int, init: str) -> None:
-    """Truth | forecast | error panels on plain lat/lon axes (no coastlines: no map data to download)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    error = forecast - truth
-    lo, hi = float(min(truth.min(), forecast.min())), float(max(truth.max(), forecast.max()))
-    emax = float(np.abs(error).max()) or 1.0
-    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.4), constrained_layout=True)
-    panels = (
-        ("truth", truth, "viridis", lo, hi),
-        ("forecast", forecast, "viridis", lo, hi),
-        ("forecast - truth", error, "RdBu_r", -emax, emax),
-    )
-    for ax, (title, field_, cmap, vmin, vmax) in zip(axes, panels, strict=True):
-        mesh = ax.pcolormesh(longitude, latitude, field_, cmap=cmap, vmin=vmin, vmax=vmax, shading="nearest")
-        ax.set_title(title)
-        ax.set_xlabel("longitude (deg E)")
-        ax.set_aspect("equal")
-        ax.set_xlim(float(longitude[0]), float(longitude[-1]))
-        ax.set_ylim(-90, 90)
-        ax.set_yticks([-90, -45, 0, 45, 90])
-        ax.set_xticks([0, 90, 180, 270, 360])
-        fig.colorbar(mesh, ax=ax, shrink=0.8)
-    axes[0].set_ylabel("latitude (deg N)")
-    fig.suptitle(f"{channel}, lead {lead} h, initialized {init}")
-    fig.savefig(path, dpi=90, metadata={"Software": None})
-    plt.close(fig)
-
-
-def write_results(
-    out: Path,
-    scores: Scores,
-    headline: Sequence[str],
-    key_leads: Sequence[int],
-    latitude=None,
-    longitude=None,
-    info: dict | None = None,
-) -> dict:
-    """Write every output but provenance.json; return the metrics dict."""
-    out = Path(out)
-    (out / "plots").mkdir(parents=True, exist_ok=True)
-    # stale curves/maps of an earlier run with other headline channels or leads would be shown as current
-    for stale in [*(out / "plots").glob("rmse_*.csv"), *(out / "plots").glob("acc_*.csv"), *out.glob("maps/*.png")]:
-        stale.unlink()
-    key_leads = select_leads(key_leads, scores.leads_hours)
-    result = metrics_dict(scores, key_leads)
-    (out / "metrics.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    (out / "per_lead.csv").write_text(per_lead_csv(scores))
-    for ch in headline:
-        for name in ("rmse", "acc"):
-            (out / "plots" / f"{name}_{ch}.csv").write_text(curve_csv(scores, name, ch))
-    map_files = []
-    if scores.maps:
-        order = list(dict.fromkeys(ch for ch, _ in scores.maps))  # as asked for (evaluate.map_channels)
-        (out / "maps").mkdir(exist_ok=True)
-        for (ch, lead), pair in sorted(scores.maps.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
-            path = out / "maps" / f"{ch}_{lead}h.png"
-            draw_map(path, latitude, longitude, pair["truth"], pair["forecast"], ch, lead, scores.map_init)
-            map_files.append({"channel": ch, "lead_hours": lead, "file": f"maps/{path.name}"})
-    summary = {
-        "channels": scores.channels,
-        "headline": list(headline),
-        "key_leads_hours": list(key_leads),
-        "leads_hours": scores.leads_hours,
-        "n_inits": scores.n_inits,
-        "maps": map_files,
-        "map_init": scores.map_init,
-        **(info or {}),
-    }
-    (out / "evaluation.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")
-    return result
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # CLI
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n")[0])
-    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    p.add_argument("--model", default="models/model.pt", help="trained model (default: models/model.pt)")
-    p.add_argument("--shards", default="data/shards", help="shard directory (default: data/shards)")
-    p.add_argument("--stats", default="data/stats.json", help="stats, used if the model file has none")
+    p = cliargs.parser("evaluate", __doc__, "params", "model", "shards", "stats", "device")
     p.add_argument("--out", default="results", help="output directory (default: results/)")
-    p.add_argument("--device", default="cpu", help="cpu (default; bitwise reproducible metrics) or cuda (faster)")
     return p
 
 
@@ -307,15 +144,26 @@ def check_channels(names: Sequence[str], channels: Sequence[str], key: str, para
         )
 
 
-def main(argv: list[str] | None = None) -> int:
-    from . import climatology, provenance
-    from .config import load_params
-    from .forecast import check_grid, deterministic, load_forecaster, model_forecaster
+@dataclass
+class Plan:
+    """Everything an evaluation run needs, checked before the first rollout."""
 
-    args = _parser().parse_args(argv)
-    params = load_params(args.params)
+    model: object
+    meta: dict
+    normalizer: object
+    reader: ShardReader
+    lead_hours: int
+    n_steps: int
+    headline: list[str]
+    map_channels: list[str]
+    inits: np.ndarray
+
+
+def plan(args: argparse.Namespace, params) -> Plan:
+    """Load the model and the shards and check params against them (errors name the key and the fix)."""
+    from .inference import check_grid, load_forecaster
+
     cfg = params.evaluate
-    provenance.ensure_clean_or_allowed(cfg.allow_dirty, "evaluate")
     model, meta, normalizer = load_forecaster(args.model, args.stats, args.device)
     reader = ShardReader(args.shards)
     check_grid(meta, reader, args.model)
@@ -330,42 +178,58 @@ def main(argv: list[str] | None = None) -> int:
     map_channels = list(cfg.map_channels) or headline
     check_channels(headline, reader.channels, "evaluate.headline", args.params)
     check_channels(map_channels, reader.channels, "evaluate.map_channels", args.params)
-
     inits = test_inits(reader, params.data.splits.test, cfg.init_every_hours, lead_hours, n_steps)
-    valid = (inits[:, None] + (np.arange(1, n_steps + 1) * lead_hours * HOUR)[None]).ravel()
-    clim = climatology.compute(reader, params.data.splits.train, cfg.climatology_window_days, valid)
+    return Plan(model, meta, normalizer, reader, lead_hours, n_steps, headline, map_channels, inits)
+
+
+def run(p: Plan, params, device: str, out: Path) -> Scores:
+    """The climatology of the train split, then the scores of every rollout; the WB2 export in out/wb2."""
+    from . import climatology, export
+    from .inference import deterministic, model_forecaster
+
+    cfg = params.evaluate
+    valid = (p.inits[:, None] + (np.arange(1, p.n_steps + 1) * p.lead_hours * HOUR)[None]).ravel()
+    clim = climatology.compute(p.reader, params.data.splits.train, cfg.climatology_window_days, valid)
     print(
-        f"evaluate: {len(inits)} initial times x {n_steps} steps of {lead_hours} h, {len(reader.channels)} channels",
+        f"evaluate: {len(p.inits)} initial times x {p.n_steps} steps of {p.lead_hours} h, "
+        f"{len(p.reader.channels)} channels",
         file=sys.stderr,
     )
+    forecaster = model_forecaster(p.model, p.normalizer, p.lead_hours, p.reader.latitude, p.reader.longitude)
+    leads = [p.lead_hours * (s + 1) for s in range(p.n_steps)]
+    map_leads = select_leads(cfg.map_leads_hours, leads)
+    attrs = export.model_attrs(p.meta, "forge evaluate")
+    wb2 = export.evaluation_export(out / "wb2", cfg.export_forecast, p.reader, p.inits, p.lead_hours, p.n_steps,
+                                   clim, attrs)  # fmt: skip
+    with deterministic(device), wb2 as sink:
+        return score(forecaster, p.reader, p.inits, p.n_steps, p.lead_hours, clim, cfg.batch_size, p.map_channels,
+                     map_leads, sink)  # fmt: skip
 
-    forecaster = model_forecaster(model, normalizer, lead_hours, reader.latitude, reader.longitude)
-    leads = [lead_hours * (s + 1) for s in range(n_steps)]
-    with deterministic(args.device):
-        scores = score(
-            forecaster,
-            reader,
-            inits,
-            n_steps,
-            lead_hours,
-            clim,
-            cfg.batch_size,
-            map_channels,
-            select_leads(cfg.map_leads_hours, leads),
-        )
+
+def main(argv: list[str] | None = None) -> int:
+    from . import provenance
+    from .config import load_params
+
+    args = _parser().parse_args(argv)
+    params = load_params(args.params)
+    cfg = params.evaluate
+    provenance.ensure_clean_or_allowed(cfg.allow_dirty, "evaluate")
+    p = plan(args, params)
+    out = Path(args.out)
+    scores = run(p, params, args.device, out)
     info = {
-        "init_times": [str(inits[0].astype("datetime64[m]")), str(inits[-1].astype("datetime64[m]"))],
+        "init_times": [str(p.inits[0].astype("datetime64[m]")), str(p.inits[-1].astype("datetime64[m]"))],
         "init_every_hours": cfg.init_every_hours,
-        "lead_hours": lead_hours,
+        "lead_hours": p.lead_hours,
         "test_split": list(params.data.splits.test),
         "train_split": list(params.data.splits.train),
         "climatology_window_days": cfg.climatology_window_days,
-        "model": meta.get("model"),
-        "model_step": meta.get("step"),
-        "model_provenance": meta.get("provenance"),
+        "model": p.meta.get("model"),
+        "model_step": p.meta.get("step"),
+        "model_provenance": p.meta.get("provenance"),
     }
-    out = Path(args.out)
-    result = write_results(out, scores, headline, cfg.key_leads_hours, reader.latitude, reader.longitude, info)
+    lat, lon = p.reader.latitude, p.reader.longitude
+    result = write_results(out, scores, p.headline, cfg.key_leads_hours, lat, lon, info)
     command = None if argv is None else [Path(sys.executable).name, "-m", __name__, *argv]
     provenance.write_provenance(
         out / "provenance.json",
@@ -373,10 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         command=command,
         inputs={args.model: None, args.shards: None, args.stats: None},
     )
-    for ch in headline:
+    for ch in p.headline:
         row = ", ".join(f"{h}: {v}" for h, v in result["rmse"][ch]["model"].items())
-        print(f"evaluate: RMSE {ch} (model) {row}", file=sys.stderr)
-    print(f"evaluate: wrote {out}/metrics.json, per_lead.csv, plots/, maps/, provenance.json", file=sys.stderr)
+        print(f"evaluate: RMSE {ch} (model, {units.symbol(ch)}) {row}", file=sys.stderr)
+    print(f"evaluate: wrote {out}/metrics.json, per_lead.csv, plots/, maps/, wb2/, provenance.json", file=sys.stderr)
     return 0
 
 

@@ -13,6 +13,7 @@ rule evaluate:
         "results/evaluation.json",
         directory("results/plots"),
         directory("results/maps"),
+        directory("results/wb2"),
     params:
         section("seed", "data", "evaluate"),
     log:

@@ -27,7 +27,7 @@ import xarray as xr
 from .. import cliargs
 from ..config import Params, load_params
 from ..errors import DataError
-from ..fileio import atomic_write_text
+from ..integrity import write_json_with_checksum
 
 
 def shard_paths(shards: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -219,7 +219,7 @@ class Normalizer:
 
 
 def write_stats(stats: dict, out: str | Path) -> None:
-    atomic_write_text(out, json.dumps(stats, indent=1) + "\n")
+    write_json_with_checksum(out, stats)  # atomic; training checks the checksum (integrity.read_stats)
 
 
 def main(argv: list[str] | None = None) -> int:

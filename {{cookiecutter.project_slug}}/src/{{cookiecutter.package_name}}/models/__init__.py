@@ -1,4 +1,4 @@
-"""Model registry, the one-step update rule, and the saved-model format (models/model.pt).
+"""Model registry and the one-step update rule (the saved-model format is modelfile.ModelFile).
 
 A model maps cat(z_t, forcings_t) [B, C+F, lat, lon] to the unit-variance normalized change [B, C, lat, lon];
 `rollout_step` turns that into the next normalized state (see NORMALIZATION in data/stats.py).
@@ -49,39 +49,15 @@ def rollout_step(model: nn.Module, z: torch.Tensor, forcing: torch.Tensor, delta
     return z + delta.to(z.dtype) * scale[:, None, None]
 
 
-class _Config:
-    """ModelConfig-like attribute bag rebuilt from a saved dict (no pydantic needed to load a model)."""
-
-    def __init__(self, values: dict):
-        self.name, self.width, self.depth, self.patch_size = "unet", 32, 2, 4
-        self.__dict__.update(values)
-
-
-def model_from_meta(meta: dict) -> nn.Module:
-    """An untrained model with the architecture, channels and grid described by a saved file's metadata."""
-    n_in = len(meta["channels"]) + len(meta["forcings"])
-    return build_model(
-        _Config(meta["model"]), n_in, len(meta["channels"]), len(meta["latitude"]), len(meta["longitude"])
-    )
-
-
-def save_model(path: str | Path, meta: dict, state_dict: dict) -> None:
-    """Write models/model.pt atomically: meta keys (see the contract) plus the weights."""
-    from ..checkpoint import atomic_save
-
-    atomic_save({**meta, "state_dict": state_dict}, Path(path))
-
-
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Load models/model.pt (or a training checkpoint) -> (model in eval mode, metadata without the weights)."""
-    blob = torch.load(Path(path), map_location=map_location, weights_only=True)
-    if "state_dict" not in blob:
-        raise ValueError(f"{path}: not a saved model (no 'state_dict'); expected the output of train.py")
-    meta = {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer", "scheduler", "rng", "sampler")}
-    model = model_from_meta(meta)
-    model.load_state_dict(blob["state_dict"])
-    return model.to(map_location).eval(), meta
+    """models/model.pt (or a training checkpoint) -> (network in eval mode, every field but the weights).
+
+    A thin wrapper over modelfile.ModelFile, the file's contract; a damaged file raises IntegrityError.
+    """
+    from ..modelfile import ModelFile  # lazily: modelfile imports this package
+
+    saved = ModelFile.load(path, map_location=map_location)
+    return saved.build(map_location), saved.meta()
 
 
-__all__ = ["ModelError", "REGISTRY", "register", "build_model", "rollout_step", "model_from_meta", "save_model",
-           "load_model"]
+__all__ = ["ModelError", "REGISTRY", "register", "build_model", "rollout_step", "load_model"]
