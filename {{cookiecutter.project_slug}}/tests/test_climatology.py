@@ -148,8 +148,8 @@ def test_memory_does_not_grow_with_the_window_or_the_span(tmp_path, monkeypatch)
 
 def params_file(tmp_path: Path, **evaluate) -> Path:
     raw = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    raw["data"]["splits"] = {"train": list(TRAIN), "val": ["2001-01-09", "2001-01-10"],
-                             "test": ["2001-01-11", "2001-02-01"]}
+    raw["data"].update(start=TRAIN[0], end="2001-02-01", splits={
+        "train": list(TRAIN), "val": ["2001-01-09", "2001-01-10"], "test": ["2001-01-11", "2001-02-01"]})
     raw["evaluate"].update(evaluate)
     path = tmp_path / f"params-{len(list(tmp_path.glob('params-*')))}.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -134,11 +134,15 @@ def resolve_init_from(spec: str) -> Path:
 
 
 def check_compatible(saved: ModelFile, run: ModelFile, source: str) -> None:
-    """One error naming every way the checkpoint differs from this run (channels, grid, architecture)."""
+    """One error naming every way the checkpoint differs from this run (channels, grid, static inputs, architecture).
+    The static fields' names must agree (they are input channels of the first layer); their values may differ, so
+    a model can be fine-tuned on a better land-sea mask or orography."""
     grid = lambda f: {"channels": f.channels, "latitude": f.latitude, "longitude": f.longitude}  # noqa: E731
     problems = grid_mismatches(grid(saved), grid(run), "checkpoint", "data")
     if list(saved.forcings) != list(run.forcings):
         problems.append(f"forcings: checkpoint {saved.forcings} vs this code {run.forcings}")
+    if list(saved.static) != list(run.static):
+        problems.append(f"static inputs (data.static): checkpoint {list(saved.static)} vs params {list(run.static)}")
     then, now = saved.config().model_dump(), run.config().model_dump()
     for key in sorted(set(then) | set(now)):
         if key == "patch_size" and "vit" not in (then["name"], now["name"]):
@@ -148,8 +152,8 @@ def check_compatible(saved: ModelFile, run: ModelFile, source: str) -> None:
     if problems:
         raise CheckpointMismatchError(
             f"train.init_from {source} does not match this run: " + "; ".join(problems)
-            + ". Fix: set model.* in params.yaml to the checkpoint's values, train on the same channels and grid, "
-            "or start from scratch (train.init_from: '')."
+            + ". Fix: set model.* and data.static in params.yaml to the checkpoint's values, train on the same "
+            "channels and grid, or start from scratch (train.init_from: '')."
         )
 
 

@@ -86,7 +86,7 @@ def _forecast(args: argparse.Namespace) -> int:
     out = Path(args.out or f"forecasts/forecast_{stamp}.zarr")
     if out.suffix not in SUFFIXES:
         raise EvaluationError(f"--out {out}: unknown format. Fix: end the path with .zarr or .nc.")
-    model, meta, normalizer = load_forecaster(args.model, args.stats, args.device)
+    model, meta, normalizer = load_forecaster(args.model, args.stats, args.device, shards=args.shards)
     lead_hours = int(meta.get("lead_hours", params.train.lead_hours))
     steps = args.steps if args.steps is not None else max(1, params.evaluate.max_lead_hours // lead_hours)
     if steps < 1:

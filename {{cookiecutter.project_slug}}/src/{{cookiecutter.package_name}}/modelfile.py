@@ -24,6 +24,9 @@ MODEL_FIX = ("restore the file with `dvc checkout models/model.pt` (or `dvc pull
              "(`dvc repro train`)")
 
 
+TENSOR_FIELDS = ("state_dict", "static_fields")
+
+
 @dataclass
 class ModelFile:
     """A trained (or, with an empty state_dict, a to-be-trained) network and what it needs to be used."""
@@ -39,17 +42,22 @@ class ModelFile:
     state_dict: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     step: int = 0  # optimizer steps trained
     provenance: dict[str, Any] = field(default_factory=dict)  # provenance.collect() of the training run
+    static: list[str] = field(default_factory=list)  # static input fields (data.static), after state and forcings
+    # Their normalized values [S, lat, lon] in training (from static.zarr): what evaluation checks the shards' own
+    # static.zarr against, since a network fed other fixed fields than it learnt from is silently wrong.
+    static_fields: torch.Tensor = field(default_factory=lambda: torch.zeros(0), repr=False)
 
     def config(self) -> ModelConfig:
         """The architecture; keys a file lacks take ModelConfig's defaults (config.py is their one source)."""
         return ModelConfig(**self.model)
 
     def network(self) -> nn.Module:
-        """An untrained network with this architecture, channels and grid."""
+        """An untrained network with this architecture, channels and grid: inputs state + forcings + static
+        (in that order), outputs the state's channels only (static fields are never predicted)."""
         from .models import build_model
 
-        n_out = len(self.channels)
-        return build_model(self.config(), n_out + len(self.forcings), n_out, len(self.latitude), len(self.longitude))
+        n_out, n_in = len(self.channels), len(self.channels) + len(self.forcings) + len(self.static)
+        return build_model(self.config(), n_in, n_out, len(self.latitude), len(self.longitude))
 
     def build(self, device: str | torch.device = "cpu") -> nn.Module:
         """The trained network on `device`, in eval mode."""
@@ -58,8 +66,9 @@ class ModelFile:
         return net.to(device).eval()
 
     def meta(self) -> dict[str, Any]:
-        """Every field but the weights."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "state_dict"}
+        """Every field but the tensors (the weights and the static fields' values): plain values to compare or
+        print."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in TENSOR_FIELDS}
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -38,7 +38,7 @@ from .distributed import Dist, StopFlag, full_state, no_sync, set_determinism, w
 from .errors import REQUEUE_EXIT_CODE, ForgeError
 from .lifetime import RunLock, die_with_torchrun
 from .modelfile import ModelFile
-from .models import rollout_step
+from .models import rollout_step, with_static
 from .trainlog import Logger, Meter, peak_flops, say, train_flops_per_sample
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -46,10 +46,11 @@ from .trainlog import Logger, Meter, peak_flops, say, train_flops_per_sample
 
 
 def open_data(params: Params, shards_dir: Path, stats_path: Path) -> tuple[object, ModelFile, torch.Tensor]:
-    """The training pairs, the model file to fill (channels, grid, stats: all but the weights), and the
-    per-channel scale of the normalized change."""
+    """The training pairs, the model file to fill (channels, grid, stats, static fields: all but the weights), and
+    the per-channel scale of the normalized change."""
     from .data.forcings import FORCING_NAMES
     from .data.loader import WeatherPairs
+    from .data.statics import static_inputs
     from .data.stats import Normalizer, shard_paths
     from .integrity import read_stats
 
@@ -71,9 +72,12 @@ def open_data(params: Params, shards_dir: Path, stats_path: Path) -> tuple[objec
             f"{t.rollout_steps} rollout steps, fewer than train.batch_size ({t.batch_size}). "
             "Fix: widen data.splits.train, shorten train.rollout_steps or lower train.batch_size."
         )
+    # constant in time: read once here (not per sample by the loader) and appended to every input by the model
+    static, static_fields = static_inputs(params, shards_dir, dataset.lat, dataset.lon)
     spec = ModelFile(model=params.model.model_dump(), channels=list(dataset.channels), forcings=list(FORCING_NAMES),
                      latitude=[float(v) for v in dataset.lat], longitude=[float(v) for v in dataset.lon],
-                     stats=stats, time_step_hours=step_hours, lead_hours=lead)
+                     stats=stats, time_step_hours=step_hours, lead_hours=lead, static=static,
+                     static_fields=torch.from_numpy(static_fields))
     return dataset, spec, torch.as_tensor(normalizer.delta_scale, dtype=torch.float32)
 
 
@@ -112,7 +116,8 @@ class RolloutLoss(nn.Module):
     """Latitude-weighted MSE of the normalized change, averaged over train.rollout_steps autoregressive steps.
 
     One module around the network so DDP sees a single forward per micro-batch even when the rollout calls the
-    network several times.
+    network several times. `net` is the network as `with_static` wraps it: the static fields join every step's
+    input, the targets and the loss are the state's channels only.
     """
 
     def __init__(self, net: nn.Module, delta_scale: torch.Tensor, latitude: list[float]):
@@ -148,8 +153,12 @@ def flops_per_sample(spec: ModelFile, delta_scale: torch.Tensor, rollout_steps: 
     """Forward + backward FLOPs of RolloutLoss for one sample (counted on the meta device, once)."""
     c, f, r = len(spec.channels), len(spec.forcings), rollout_steps
     h, w = len(spec.latitude), len(spec.longitude)
-    return train_flops_per_sample(lambda: RolloutLoss(spec.network(), delta_scale.to("meta"), spec.latitude),
-                                  {"state": (c, h, w), "forcings": (r, f, h, w), "targets": (r, c, h, w)})
+
+    def loss_module() -> RolloutLoss:
+        net = with_static(spec.network(), spec.static_fields.to("meta"))
+        return RolloutLoss(net, delta_scale.to("meta"), spec.latitude)
+
+    return train_flops_per_sample(loss_module, {"state": (c, h, w), "forcings": (r, f, h, w), "targets": (r, c, h, w)})
 
 
 def freeze(net: nn.Module, prefixes: list[str]) -> None:
@@ -244,7 +253,8 @@ def setup(args: argparse.Namespace, params: Params, d: Dist) -> Run:
     cuda = d.device.type == "cuda"
     # NHWC is the layout of cuDNN's tensor-core convolutions; on CPU the default layout keeps results bitwise.
     net.to(d.device, memory_format=torch.channels_last if cuda and t.strategy == "ddp" else torch.preserve_format)
-    model = wrap(net, RolloutLoss(net, delta_scale, spec.latitude).to(d.device), t.strategy, d)
+    loss_fn = RolloutLoss(with_static(net, spec.static_fields), delta_scale, spec.latitude)
+    model = wrap(net, loss_fn.to(d.device), t.strategy, d)
     if t.compile:
         model.compile()  # in place: the network's parameter names (and so the checkpoints) do not change
     trainable = [p for p in net.parameters() if p.requires_grad]

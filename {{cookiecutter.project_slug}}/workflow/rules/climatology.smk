@@ -2,15 +2,22 @@
 
 
 rule climatology:
-    """Day-of-year x hour climatology of the train split in WeatherBench2's layout, or an external one selected to
-    the shards' channels and grid (evaluate.climatology)."""
+    """Day-of-year x hour climatology of the train split in WeatherBench2's layout, or an external one on the
+    shards' channels and grid (evaluate.climatology)."""
     input:
-        SHARDS,
+        params=ancient(PARAMS_FILE),
+        shards=SHARDS,
     output:
-        directory("data/climatology.zarr"),
+        store=update(directory("data/climatology.zarr")),
     params:
-        section("data", "evaluate"),
+        cli=CLI,
+        read=PLAN.reads("climatology"),
+        code=PLAN.code("climatology"),
+        shards=lambda wildcards, input: Path(input.shards[0]).parent,
     log:
         "logs/climatology.log",
+    conda:
+        "../envs/project.yaml"
     shell:
-        "{CLI} climatology --params params.yaml --shards data/shards --out {output} 2>&1 | tee {log}"
+        "{params.cli} climatology --params {input.params} --shards {params.shards} --out {output.store} "
+        "2>&1 | tee {log}"

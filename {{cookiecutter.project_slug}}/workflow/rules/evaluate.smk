@@ -3,38 +3,53 @@
 
 rule evaluate:
     input:
-        SHARDS,
-        "data/stats.json",
-        "models/model.pt",
+        params=ancient(PARAMS_FILE),
+        shards=SHARDS,
+        static=STATIC,
+        stats=rules.stats.output.json,
+        model=rules.train.output.model,
     output:
-        "results/metrics.json",
-        "results/per_lead.csv",
-        "results/provenance.json",
-        "results/evaluation.json",
-        directory("results/plots"),
-        directory("results/maps"),
-        directory("results/wb2"),
+        metrics=update("results/metrics.json"),
+        per_lead=update("results/per_lead.csv"),
+        provenance=update("results/provenance.json"),
+        evaluation=update("results/evaluation.json"),
+        plots=update(directory("results/plots")),
+        maps=update(directory("results/maps")),
+        wb2=update(directory("results/wb2")),
     params:
-        section("seed", "data", "evaluate"),
+        cli=CLI,
+        read=PLAN.reads("evaluate"),
+        code=PLAN.code("evaluate"),
+        shards=lambda wildcards, input: Path(input.shards[0]).parent,
+        results=lambda wildcards, output: Path(output.metrics).parent,
     log:
         "logs/evaluate.log",
+    conda:
+        "../envs/project.yaml"
     shell:
-        "{CLI} evaluate --params params.yaml --model models/model.pt --shards data/shards "
-        "--stats data/stats.json --out results 2>&1 | tee {log}"
+        "{params.cli} evaluate --params {input.params} --model {input.model} --shards {params.shards} "
+        "--stats {input.stats} --out {params.results} 2>&1 | tee {log}"
 
 
 rule report:
     input:
-        "results/metrics.json",
-        "results/per_lead.csv",
-        "results/provenance.json",
-        "results/evaluation.json",
-        "results/train_log.csv",
-        "results/plots",
-        "results/maps",
+        metrics=rules.evaluate.output.metrics,
+        per_lead=rules.evaluate.output.per_lead,
+        provenance=rules.evaluate.output.provenance,
+        evaluation=rules.evaluate.output.evaluation,
+        plots=rules.evaluate.output.plots,
+        maps=rules.evaluate.output.maps,
+        train_log=rules.train.output.train_log,
     output:
-        "results/report.html",
+        html=update("results/report.html"),
+    params:
+        cli=CLI,
+        read=PLAN.reads("report"),
+        code=PLAN.code("report"),
+        results=lambda wildcards, input: Path(input.metrics).parent,
     log:
         "logs/report.log",
+    conda:
+        "../envs/project.yaml"
     shell:
-        "{CLI} report --results results --out {output} 2>&1 | tee {log}"
+        "{params.cli} report --results {params.results} --out {output.html} 2>&1 | tee {log}"

@@ -10,7 +10,9 @@ source grid, else conservative regridding to the shards' grid) and written once 
                             stats.json; a constant field keeps std = 1); coords channel, latitude, longitude
 
 They are inputs only: concatenated to every model input step (after state and forcings), never predicted, never
-in the targets or the scores. `read_static` is the one reader.
+in the targets or the scores. `read_static` is the one reader: training takes them once (`static_inputs`, not per
+sample: they are constant) and keeps a copy in models/model.pt, against which evaluate / forecast check the shards'
+static.zarr (inference.load_forecaster); models.with_static appends them to every input of the network.
 """
 
 from __future__ import annotations
@@ -126,6 +128,12 @@ def static_fields(params, source=None) -> tuple[list[str], np.ndarray, np.ndarra
 def write_static(params, out: str | Path = STATIC_STORE, source=None) -> Path:
     """Write data.static, normalized, as `out` (atomically; a failure keeps the previous store)."""
     names, lat, lon, fields = static_fields(params, source)
+    return store_static(out, names, lat, lon, fields, source_label(static_entries(params, source)))
+
+
+def store_static(out: str | Path, names: list[str], lat, lon, fields: np.ndarray, source: str = "") -> Path:
+    """Normalize `fields` [C, lat, lon] (physical units) per channel and write them as the store `out`, atomically."""
+    fields = np.asarray(fields, dtype=np.float64)
     mean = fields.mean(axis=(1, 2))
     std = fields.std(axis=(1, 2))
     std = np.where(std > 0, std, 1.0)  # a constant field normalizes to zeros instead of dividing by zero
@@ -136,8 +144,7 @@ def write_static(params, out: str | Path = STATIC_STORE, source=None) -> Path:
         coords={"channel": np.array(names, dtype=object),
                 "latitude": ("latitude", lat, {"units": "degrees_north"}),
                 "longitude": ("longitude", lon, {"units": "degrees_east"})},
-        attrs={"channels": names, "source": source_label(static_entries(params, source)),
-               "normalized": "(x - mean) / std"},
+        attrs={"channels": list(names), "source": source, "normalized": "(x - mean) / std"},
     )
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -176,8 +183,8 @@ def physical_static(path: str | Path, name: str) -> np.ndarray:
 
 
 def static_inputs(params, shards: str | Path = STATIC_STORE.parent, lat=None, lon=None) -> tuple[list[str], np.ndarray]:
-    """What the loader, the model and evaluate concatenate to every input step: (names, float32 [C, lat, lon]) of
-    data.static from `shards`/static.zarr, C = 0 (an empty array on the lat/lon grid) when data.static is empty.
+    """What training appends to every input step: (names, float32 [C, lat, lon]) of data.static from
+    `shards`/static.zarr, C = 0 (an empty array on the lat/lon grid) when data.static is empty.
     A store holding other fields than params asks for is refused (it is stale: rebuild the shards)."""
     if not params.data.static:
         return [], np.zeros((0, len(lat) if lat is not None else 0, len(lon) if lon is not None else 0), np.float32)

@@ -223,8 +223,8 @@ def write_stats(stats: dict, out: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = cliargs.parser("stats", __doc__, "params", "shards")
-    parser.add_argument("--out", default="data/stats.json", help="JSON file to write (default: data/stats.json)")
+    parser = cliargs.parser("stats", __doc__.splitlines()[0], "params", "shards")
+    parser.add_argument("--out", default="data/stats.json", help="JSON file to write")
     args = parser.parse_args(argv)
     params: Params = load_params(args.params)
     stats = compute_stats(args.shards, params.data.splits.train, params.train.lead_hours)

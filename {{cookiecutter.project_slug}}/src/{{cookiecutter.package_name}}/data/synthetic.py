@@ -24,7 +24,6 @@ analytic in latitude/longitude and do not depend on the seed, so every grid and 
 
 from __future__ import annotations
 
-import argparse
 import time as _time
 import warnings
 from pathlib import Path
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .. import cliargs
 from ..config import Params, load_params
 from .forcings import hour_angle, solar_declination
 
@@ -232,8 +232,7 @@ def write(ds: xr.Dataset, out: Path, time_chunk: int = 240) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="synthesize", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser = cliargs.parser("synthesize", __doc__.splitlines()[0], "params")
     parser.add_argument("--out", default="data/synthetic.zarr", help="zarr store to write")
     args = parser.parse_args(argv)
     params = load_params(args.params)
