@@ -1,4 +1,4 @@
-"""Sessions of this project: `nox -s tests`, `nox -s lint`, `nox -s bench`, `nox -s lock`.
+"""Sessions of this project: `nox -s tests`, `nox -s lint`, `nox -s bench`, `nox -s scale`, `nox -s lock`.
 
 Each session installs the project from requirements/lock.txt (the exact versions a reviewer gets) into its own
 virtual environment under .nox/; `nox -R` reuses them.
@@ -34,6 +34,13 @@ def bench(session: nox.Session) -> None:
     """Data-pipeline throughput against raw reads, measured in the same run (`-- --quick` for a small one)."""
     install(session)
     session.run("python", "benchmarks/bench_data.py", *session.posargs, env={"OMP_NUM_THREADS": "1"})
+
+
+@nox.session
+def scale(session: nox.Session) -> None:
+    """Every stage on an ERA5-shaped 0.25 deg store, 3 then 6 weeks: peak memory and throughput (`-- --quick`)."""
+    install(session)
+    session.run("python", "benchmarks/bench_scale.py", *session.posargs)
 
 
 LOCK = "requirements/lock.txt"

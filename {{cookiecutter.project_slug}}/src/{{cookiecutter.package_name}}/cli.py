@@ -1,6 +1,7 @@
 """One command, a subcommand per pipeline step.
 
-    <package> preflight | fingerprint | synthesize | shard | stats | train | evaluate | report | verify | deps ...
+    <package> preflight | fingerprint | synthesize | shard | stats | climatology | train | evaluate | report | verify
+              | deps ...
 
 Each subcommand is the `main(argv)` of the module that owns the step, so `python -m <package>.cli train --help`
 and `python -m <package>.train --help` say the same thing. Modules are imported only when their step runs,
@@ -22,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "shard": (".data.shard", "write one time block of the source as a zarr shard"),
     "static": (".data.statics", "write the static fields (data.static) beside the shards, normalized"),
     "stats": (".data.stats", "normalization statistics of the train split"),
+    "climatology": (".climatology", "day-of-year x hour climatology (WB2 layout): train split or external"),
     "train": (".train", "train the model (a torchrun entry point)"),
     "launch": (".launch", "start training with torchrun / srun / mpiexec as the scheduler needs"),
     "evaluate": (".evaluate", "roll out on the test split and score against persistence and climatology"),

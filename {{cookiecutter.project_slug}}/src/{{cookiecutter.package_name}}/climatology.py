@@ -1,100 +1,273 @@
-"""Day-of-year x hour-of-day climatology of the training split (the reference for ACC and the climatology forecast).
+"""The climatology stage: data/climatology.zarr, a day-of-year x hour-of-day climatology in WeatherBench2's layout
+(climatology_store.py), the reference of ACC and the climatology forecast.
 
-As WB2 (`compute_climatology.py`, smoothing by a running window): for each (day of year, hour of day) the mean
-over all training states whose day of year lies within +-window days (circular over the 366 days of the year)
-at the same hour of day:
+    <package> climatology --params params.yaml --shards data/shards --out data/climatology.zarr
 
-    clim(d, h) = sum_{|d' - d| <= w (mod 366)} S(d', h) / sum_{...} N(d', h)
+evaluate.climatology: computed (default) -> from the train split of the shards, as WB2's `compute_climatology.py`
+(`utils.compute_hourly_stat`, method "explicit"): for each hour of day h and day of year d (1..366), the weighted
+mean of every training state at hour h whose day of year d' lies within the running window around d, circular over
+the year:
 
-where S and N are the sum and count of training states at day of year d' (1..366, xarray's `dayofyear`) and
-hour h. Only the days needed for the requested valid times are accumulated, so memory stays small.
+    clim(d, h) = sum_o w_o S(d + o, h) / sum_o w_o N(d + o, h)     (o = -w..w, day indices mod 366)
+
+with S and N the sum and the number of training states at (day, hour), w = evaluate.climatology_window_days, and
+evaluate.climatology_window_shape:
+    triangular  w_o = 1 - |o| / w: WB2's `create_window_weights(2w + 1)` (its default window_size 61 is w = 30);
+                the days at +-w get weight 0, so the window reaches +-(w - 1) days
+    uniform     w_o = 1 (a plain running mean over 2w + 1 days)
+As in WB2, a non-leap year's 31 December also stands in for day 366. Hours are those the train split has.
+
+evaluate.climatology: <zarr path or URL> -> an external climatology in WB2 layout (e.g. WB2's
+`1990-2019_6h_1440x721.zarr`), the shards' channels and grid selected out of it (the same grid, or a subset of it);
+a multi-decade climatology is what ACC on real data should be measured against.
+
+Memory: one time step x a constant, whatever the grid, the window or the length of the split. The shards are read one
+step at a time; the window sums run day by day per hour (a box sum adds the day entering and subtracts the day
+leaving; a triangle is a running sum of two boxes' difference), so a day costs about three daily sums whatever the
+window; each (hour, day) field is written to its own chunk as soon as it is known.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
-from .errors import EvaluationError
-from .inference import ShardReader
+from . import cliargs
+from .climatology_store import DAYS, Climatology, day_and_hour, days_per_block, writer
+from .data.stats import ShardSteps
+from .errors import DataError, EvaluationError
 
-DAYS = 366
+WINDOW_SHAPES = ("triangular", "uniform")
+MAX_HALF_WIDTH = (DAYS - 2) // 2  # 2w + 1 <= 365: no day enters a window twice
 
 
-def day_and_hour(times) -> tuple[np.ndarray, np.ndarray]:
-    """0-based day of year (0..365, as xarray dayofyear - 1) and hour of day of each time."""
+def window_weights(half_width: int, shape: str) -> np.ndarray:
+    """Integer weights of the day offsets -w..w (WB2's weights times w for the triangle: the means are the same)."""
+    if shape not in WINDOW_SHAPES:
+        raise DataError(f"evaluate.climatology_window_shape {shape!r}: use one of {list(WINDOW_SHAPES)}.")
+    if not 0 <= half_width <= MAX_HALF_WIDTH:
+        raise DataError(f"evaluate.climatology_window_days {half_width}: the window must fit in a year "
+                        f"(0..{MAX_HALF_WIDTH}). Fix: change it in params.yaml.")
+    offsets = np.arange(-half_width, half_width + 1)
+    if shape == "uniform" or half_width == 0:
+        return np.ones(len(offsets), dtype=np.int64)
+    return half_width - np.abs(offsets)
+
+
+def members_by_day(times: np.ndarray, hours: Sequence[int]) -> list[list[list[int]]]:
+    """[hour index][0-based day] -> positions in `times` (time order) of the states at that day and hour."""
     import pandas as pd
 
-    idx = pd.DatetimeIndex(np.asarray(times).astype("datetime64[ns]"))
-    return np.asarray(idx.day_of_year, dtype=np.int64) - 1, np.asarray(idx.hour, dtype=np.int64)
+    days, hour_of = day_and_hour(times)
+    leap = np.asarray(pd.DatetimeIndex(np.asarray(times).astype("datetime64[ns]")).is_leap_year)
+    members: list[list[list[int]]] = [[[] for _ in range(DAYS)] for _ in hours]
+    slot = {h: i for i, h in enumerate(hours)}
+    for pos, (day, hour, is_leap) in enumerate(zip(days.tolist(), hour_of.tolist(), leap.tolist(), strict=True)):
+        members[slot[hour]][day].append(pos)
+        if day == DAYS - 2 and not is_leap:  # WB2 fills day 366 of a non-leap year with its day 365
+            members[slot[hour]][DAYS - 1].append(pos)
+    return members
 
 
-class Climatology:
-    """Climatological states at (day of year, hour) keys; `at(times)` looks them up."""
+class DailySums:
+    """S(day): the float64 sum of the states at one (day, hour), in time order, read from the shards when asked.
 
-    def __init__(self, keys: list[tuple[int, int]], values: np.ndarray, channels: list[str]):
-        self.index = {key: i for i, key in enumerate(keys)}
-        self.values = values  # (K, C, H, W) float64
-        self.channels = channels
+    The two most recent are kept: on each day the running boxes ask for the same day twice."""
 
-    def at(self, times) -> np.ndarray:
-        days, hours = day_and_hour(times)
-        try:
-            rows = [self.index[(int(d), int(h))] for d, h in zip(days, hours, strict=True)]
-        except KeyError as exc:
-            raise EvaluationError(
-                f"climatology has no value for (day of year, hour) {exc.args[0]}: the training split has no "
-                "states at that hour of day. Fix: use the same time step in all splits."
-            ) from None
-        return self.values[rows]
+    def __init__(self, steps: ShardSteps, index: np.ndarray, members: list[list[int]]):
+        self.steps, self.index, self.members = steps, index, members
+        self.get = functools.lru_cache(maxsize=2)(self._sum)
+
+    def _sum(self, day: int) -> np.ndarray | None:
+        positions = self.members[day]
+        if not positions:
+            return None
+        total = np.zeros((len(self.steps.channels), len(self.steps.latitude), len(self.steps.longitude)))
+        for pos in positions:
+            total += self.steps.read(self.index[pos])
+        return total
+
+    def __call__(self, day: int) -> np.ndarray | None:
+        return self.get(day % DAYS)
 
 
-def compute(
-    reader: ShardReader, train_range: tuple[str, str], window_days: int, needed_times: Iterable | None = None
-) -> Climatology:
-    """Climatology from the states of `reader` inside `train_range`, for the keys of `needed_times` (None = all)."""
-    train_times = reader.times_in(*train_range)
-    if len(train_times) == 0:
-        raise EvaluationError(
-            f"{reader.dir}: no time steps in the train split {list(train_range)}, so no climatology. "
-            "Fix: check data.splits.train in params.yaml against the shards."
-        )
-    train_days, train_hours = day_and_hour(train_times)
-    if needed_times is None:
-        keys = sorted({(d, int(h)) for d in range(DAYS) for h in np.unique(train_hours)})
-    else:
-        nd, nh = day_and_hour(np.asarray(list(needed_times)))
-        keys = sorted(set(zip(nd.tolist(), nh.tolist(), strict=True)))
-    # days whose states enter some needed window
-    offsets = np.arange(-window_days, window_days + 1)
-    used_days = sorted({int((d + o) % DAYS) for d, _ in keys for o in offsets})
-    slot = {d: i for i, d in enumerate(used_days)}
-    hours = sorted({h for _, h in keys})
-    hslot = {h: i for i, h in enumerate(hours)}
-    shape = (len(used_days), len(hours), len(reader.channels), len(reader.latitude), len(reader.longitude))
-    sums = np.zeros(shape, dtype=np.float64)
-    counts = np.zeros(shape[:2], dtype=np.int64)
-    keep = [
-        k for k, (d, h) in enumerate(zip(train_days, train_hours, strict=True)) if int(d) in slot and int(h) in hslot
-    ]
-    # stream in time order, a block at a time, so the sums are always added in the same order
-    block = 64
-    for start in range(0, len(keep), block):
-        rows = keep[start : start + block]
-        states = reader.read(train_times[rows])
-        for j, k in enumerate(rows):
-            d, h = slot[int(train_days[k])], hslot[int(train_hours[k])]
-            sums[d, h] += states[j]
-            counts[d, h] += 1
-    values = np.empty((len(keys),) + shape[2:], dtype=np.float64)
-    for i, (d, h) in enumerate(keys):
-        rows = sorted({slot[int((d + o) % DAYS)] for o in offsets})  # a window wider than the year counts each day once
-        n = counts[rows, hslot[h]].sum()
-        if n == 0:
-            raise EvaluationError(
-                f"climatology: no training state within +-{window_days} days of day {d + 1} at {h:02d}h. "
-                "Fix: lengthen data.splits.train or raise evaluate.climatology_window_days."
-            )
-        values[i] = sums[rows, hslot[h]].sum(axis=0) / n
-    return Climatology(keys, values, reader.channels)
+class Box:
+    """Running sum of S over the days d+lo .. d+hi, moved on one day at a time."""
+
+    def __init__(self, daily: DailySums, lo: int, hi: int, shape: tuple[int, ...]):
+        self.daily, self.lo, self.hi = daily, lo, hi
+        self.total = np.zeros(shape)
+        for day in range(lo, hi + 1):
+            self._add(daily(day), 1)
+
+    def _add(self, value: np.ndarray | None, sign: int) -> None:
+        if value is not None:
+            (np.add if sign > 0 else np.subtract)(self.total, value, out=self.total)
+
+    def advance(self, day: int) -> None:
+        """From the window of `day` to the window of `day + 1`."""
+        self._add(self.daily(day + self.hi + 1), 1)
+        self._add(self.daily(day + self.lo), -1)
+
+
+def window_sums(daily: DailySums, half_width: int, shape: str, field_shape) -> Iterator[tuple[int, np.ndarray]]:
+    """(day, sum_o w_o S(day + o)) for day 0..365. The array is reused: use it before asking for the next day."""
+    w = half_width
+    if shape == "uniform" or w <= 1:  # a triangle of half-width 1 is the day itself
+        box = Box(daily, -w if shape == "uniform" else 0, w if shape == "uniform" else 0, field_shape)
+        for day in range(DAYS):
+            yield day, box.total
+            box.advance(day)
+        return
+    # triangle T(d) = sum_o (w - |o|) S(d + o): T(d + 1) = T(d) + S(d+1 .. d+w) - S(d-w+1 .. d)
+    total = np.zeros(field_shape)
+    for offset, weight in zip(range(-w + 1, w), window_weights(w, shape)[1:-1], strict=True):
+        value = daily(offset)
+        if value is not None:
+            total += weight * value
+    ahead, behind = Box(daily, 1, w, field_shape), Box(daily, -w + 1, 0, field_shape)
+    for day in range(DAYS):
+        yield day, total
+        total += ahead.total
+        total -= behind.total
+        ahead.advance(day)
+        behind.advance(day)
+
+
+def weighted_counts(counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """sum_o w_o N(d + o) for every day d (exact integers, circular)."""
+    w = len(weights) // 2
+    offsets = np.arange(-w, w + 1)
+    return np.array([int(np.dot(weights, counts[(day + offsets) % DAYS])) for day in range(DAYS)], dtype=np.int64)
+
+
+def provenance(params) -> dict:
+    """What data/climatology.zarr is made from, as params say: written into the store, checked by `load`."""
+    cfg = params.evaluate
+    if cfg.climatology != "computed":
+        return {"climatology": cfg.climatology}
+    return {"climatology": "computed", "train": list(params.data.splits.train),
+            "window_days": cfg.climatology_window_days, "window_shape": cfg.climatology_window_shape}
+
+
+def compute_store(steps: ShardSteps, train: Sequence[str], half_width: int, shape: str, out: Path,
+                  made_from: dict, dtype=np.float32, only: set[tuple[int, int]] | None = None) -> int:
+    """Write the climatology of the train split of `steps` to `out`; return the number of fields written.
+    `only`: (0-based day, hour) keys to write (None = every key with data in its window)."""
+    weights = window_weights(half_width, shape)
+    index = steps.indices_in(*train)
+    if len(index) == 0:
+        raise DataError(f"{steps.paths[0].parent}: no time steps in the train split {list(train)}, so no "
+                        "climatology. Fix: check data.splits.train in params.yaml against the shards.")
+    times = steps.times[index]
+    hours = sorted({int(h) for h in day_and_hour(times)[1]})
+    with writer(out, steps.channels, steps.latitude, steps.longitude, hours, made_from, dtype) as write:
+        written = 0
+        for hi, members in enumerate(members_by_day(times, hours)):
+            only_days = None if only is None else {d for d, h in only if h == hours[hi]}
+            written += _write_hour(write, hi, members, steps, index, half_width, shape, weights, only_days)
+        return written
+
+
+def _write_hour(write, hi: int, members: list[list[int]], steps: ShardSteps, index, half_width: int, shape: str,
+                weights: np.ndarray, only_days: set[int] | None) -> int:
+    """Window sums of one hour of day, day by day; the days with data in their window (and in `only_days`) are
+    written in runs of consecutive days, a block at a time. Returns the number of days written."""
+    field_shape = (len(steps.channels), len(steps.latitude), len(steps.longitude))
+    counts = weighted_counts(np.array([len(m) for m in members]), weights)
+    wanted = {d for d in range(DAYS) if counts[d] and (only_days is None or d in only_days)}
+    if not wanted:
+        return 0
+    block, last_wanted, written = days_per_block(field_shape), max(wanted), 0
+    pending: list[np.ndarray] = []  # a run of consecutive days, not yet written
+    for day, total in window_sums(DailySums(steps, index, members), half_width, shape, field_shape):
+        if day in wanted:
+            pending.append(total / counts[day])
+        if pending and (day not in wanted or len(pending) == block or day == DAYS - 1):
+            last = day if day in wanted else day - 1
+            write(hi, last - len(pending) + 1, np.stack(pending))
+            written += len(pending)
+            pending = []
+        if day >= last_wanted and not pending:
+            break
+    return written
+
+
+def copy_external(source: str, steps: ShardSteps, out: Path, made_from: dict) -> int:
+    """The shards' channels out of an external WB2-layout store, on the shards' grid, a block of days at a time."""
+    clim = Climatology(source, steps.channels, steps.latitude, steps.longitude)  # refuses what does not fit
+    if clim.grid.regrid is not None:
+        print(f"climatology: {source} is on a {clim.grid.source_shape[0]} x {clim.grid.source_shape[1]} grid; "
+              "regridding it conservatively to the shards' grid", file=sys.stderr)
+    block = days_per_block(clim.read_shape, clim.days_per_chunk)
+    with writer(out, steps.channels, steps.latitude, steps.longitude, clim.hours, made_from) as write:
+        for hour in clim.hours or [None]:
+            for first in range(0, DAYS, block):
+                days = range(first, min(first + block, DAYS))
+                write(clim.hour_index(hour), first, clim.fields(clim.hour_index(hour), days))
+    return len(clim.hours or [None]) * DAYS
+
+
+def build(params, shards: str | Path, out: str | Path) -> int:
+    """The stage: compute or copy the climatology into `out` (atomically: a failure keeps the previous one)."""
+    cfg = params.evaluate
+    steps = ShardSteps(shards)
+    window_weights(cfg.climatology_window_days, cfg.climatology_window_shape)  # bad params fail before any work
+    if cfg.climatology == "computed":
+        return compute_store(steps, params.data.splits.train, cfg.climatology_window_days,
+                             cfg.climatology_window_shape, Path(out), provenance(params))
+    return copy_external(cfg.climatology, steps, Path(out), provenance(params))
+
+
+def load(path: str | Path, params, channels: Sequence[str], latitude, longitude) -> Climatology:
+    """For evaluate: data/climatology.zarr on the shards' channels and grid, refused if made with other params."""
+    if not Path(path).exists():
+        raise EvaluationError(f"{path}: no climatology. Fix: run the climatology stage first "
+                              f"(dvc repro climatology, or snakemake {path}).")
+    clim = Climatology(path, channels, latitude, longitude)
+    want = provenance(params)
+    if clim.provenance != want:
+        raise EvaluationError(f"{path} was made from {clim.provenance}, but params.yaml asks for {want}. Fix: rerun "
+                              f"the climatology stage (dvc repro climatology, or snakemake {path} --forcerun).")
+    return clim
+
+
+def compute(reader, train_range: Sequence[str], window_days: int, needed_times=None) -> Climatology:
+    """Until evaluate reads data/climatology.zarr (`load`): the climatology that evaluate has always used (uniform
+    window, float64), for the keys of `needed_times`, in a temporary store that lives as long as the result."""
+    steps = ShardSteps(reader.dir)
+    only = None
+    if needed_times is not None:
+        days, hours = day_and_hour(np.asarray(list(needed_times)))
+        only = set(zip(days.tolist(), hours.tolist(), strict=True))
+    tmp = tempfile.TemporaryDirectory(prefix="climatology-")
+    store = Path(tmp.name) / "climatology.zarr"
+    compute_store(steps, train_range, window_days, "uniform", store, {}, np.float64, only)
+    clim = Climatology(store, steps.channels, steps.latitude, steps.longitude)
+    clim.tempdir = tmp  # removed with the object
+    return clim
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import load_params
+
+    parser = cliargs.parser("climatology", __doc__, "params", "shards")
+    parser.add_argument("--out", default="data/climatology.zarr", help="store to write (default: %(default)s)")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    start = time.perf_counter()
+    fields = build(params, args.shards, args.out)
+    print(f"climatology: wrote {fields} (hour, day) fields to {args.out} ({json.dumps(provenance(params))}) in "
+          f"{time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -207,7 +207,9 @@ class EvaluateConfig(Section):
     max_lead_hours: int = Field(72, ge=1)
     init_every_hours: int = Field(12, ge=1)
     headline: list[str] = ["geopotential_500", "temperature_850", "2m_temperature"]
-    climatology_window_days: int = Field(15, ge=0)
+    climatology: str = "computed"
+    climatology_window_days: int = Field(15, ge=0, le=182)
+    climatology_window_shape: Literal["triangular", "uniform"] = "triangular"
     batch_size: int = Field(8, ge=1)
     key_leads_hours: list[int] = [6, 24, 72]
     map_channels: list[str] = []

@@ -51,6 +51,8 @@ RULES: dict[str, Rule] = {
                                  "data.grid", "data.static", "data.static_source")),
     "shards": Rule((), ()),  # removes shards the plan no longer has
     "stats": Rule(("stats",), ("data.splits.train", "train.lead_hours")),
+    "climatology": Rule(("climatology",), ("data.splits.train", "evaluate.climatology",
+                                           "evaluate.climatology_window_days", "evaluate.climatology_window_shape")),
     "train": Rule(("launch",), ("seed", "data.splits.train", "data.static", "model.*", "train.*", "wandb.*")),
     "evaluate": Rule(("evaluate",), ("data.splits.train", "data.splits.test", "data.static", "train.lead_hours",
                                      "evaluate.*")),

@@ -4,8 +4,10 @@ stats.json = {"channels", "mean", "std", "diff_std", "time_step_hours", "lead_ho
   mean, std   per channel over (time, latitude, longitude) of the train split (unweighted)
   diff_std    std of the change over ONE MODEL STEP (train.lead_hours), in physical units
   time_step_hours  the data time step of the shards; lead_hours = the model step that diff_std refers to
-Reproducible to the bit: computed with dask over fixed chunks (one time step each), float64 accumulation, one
-fixed reduction tree (the graph, not thread timing, decides the order of the sums).
+Bounded memory: the shards are read one time step at a time (`ShardSteps`); what is held is that step, the
+lead_hours / time step earlier ones that the differences need, and per-channel running sums. Reproducible to the
+bit: float64 sums per step, then a fixed pairwise tree over the steps (`PairwiseSum`, the order dask's reduction
+used before, so stats.json is unchanged), never an order that depends on threads or timing.
 
 Normalization (model space):
   z = (x - mean) / std;  model target = (z_{t+1} - z_t) / delta_scale;  z_{t+1} = z_t + output * delta_scale
@@ -15,6 +17,7 @@ Normalization (model space):
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,10 +41,45 @@ def shard_paths(shards: str | Path | Sequence[str | Path]) -> list[Path]:
     return [Path(p) for p in shards]
 
 
-def open_shards(shards: str | Path | Sequence[str | Path]) -> xr.DataArray:
-    """All shards as one lazy (dask) DataArray (time, channel, latitude, longitude)."""
-    arrays = [xr.open_zarr(p, consolidated=False)["data"] for p in shard_paths(shards)]
-    return xr.concat(arrays, dim="time") if len(arrays) > 1 else arrays[0]
+class ShardSteps:
+    """The shards' time steps one at a time, each a float32 (channel, latitude, longitude) array.
+
+    Opening reads metadata only (no dask): `times`, `channels`, `latitude`, `longitude`; `read(i)` reads the one
+    chunk of step i (the shards hold one step per chunk), so a stage that streams holds one step, not the split.
+    """
+
+    def __init__(self, shards: str | Path | Sequence[str | Path]):
+        import zarr
+
+        self.paths = shard_paths(shards)
+        self._arrays = [xr.open_zarr(p, consolidated=False, chunks=None)["data"] for p in self.paths]
+        self._data = [zarr.open_array(str(p / "data"), mode="r") for p in self.paths]  # 15x less overhead per read
+        first = self._arrays[0]
+        self.channels = [str(c) for c in first["channel"].values]
+        self.latitude = np.asarray(first["latitude"].values, dtype=np.float64)
+        self.longitude = np.asarray(first["longitude"].values, dtype=np.float64)
+        self._where: list[tuple[int, int]] = []
+        for s, arr in enumerate(self._arrays):
+            if [str(c) for c in arr["channel"].values] != self.channels:
+                raise DataError(f"{self.paths[s]}: channels differ from {self.paths[0]}. Fix: re-run the shard step.")
+            self._where += [(s, i) for i in range(arr.sizes["time"])]
+        self.times = np.concatenate([a["time"].values.astype("datetime64[ns]") for a in self._arrays])
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def indices_in(self, start, end) -> np.ndarray:
+        """Indices of the steps in [start, end] (inclusive), in time order."""
+        lo, hi = np.datetime64(start, "ns"), np.datetime64(end, "ns")
+        return np.flatnonzero((self.times >= lo) & (self.times <= hi))
+
+    def read(self, index: int) -> np.ndarray:
+        s, i = self._where[int(index)]
+        return np.asarray(self._data[s][i], dtype=np.float32)
+
+    @property
+    def step_nbytes(self) -> int:
+        return 4 * len(self.channels) * len(self.latitude) * len(self.longitude)
 
 
 def time_step_hours(times: np.ndarray) -> int:
@@ -56,41 +94,75 @@ def time_step_hours(times: np.ndarray) -> int:
     return int(steps[0])
 
 
+class PairwiseSum:
+    """Sum of a stream of arrays in a fixed binary tree: leaf i pairs with leaf i^1, each pair with its neighbour
+    pair, ...; an unpaired trailing node joins at the end. O(log n) arrays held; the grouping depends on the
+    count only, and the error grows as log n (not n as in a running total)."""
+
+    def __init__(self):
+        self._nodes: list[tuple[int, np.ndarray]] = []  # (level, partial sum) of complete subtrees, levels falling
+
+    def add(self, value: np.ndarray) -> None:
+        level = 0
+        while self._nodes and self._nodes[-1][0] == level:
+            value = self._nodes.pop()[1] + value
+            level += 1
+        self._nodes.append((level, value))
+
+    def total(self) -> np.ndarray:
+        if not self._nodes:
+            raise ValueError("sum of nothing")
+        total = self._nodes[-1][1]
+        for _, node in reversed(self._nodes[:-1]):
+            total = node + total
+        return total
+
+
+def _channel_sums(x: np.ndarray) -> np.ndarray:
+    """Per-channel float64 sum of one (channel, lat, lon) array (as a (1, C, 1, 1) block, the tree's leaf)."""
+    return np.sum(x[None], axis=(0, 2, 3), keepdims=True)
+
+
 def compute_stats(
     shards: str | Path | Sequence[str | Path], train: tuple[str, str], lead_hours: int
 ) -> dict:
     """Per-channel mean, std and std of lead_hours differences over the train time range (inclusive)."""
-    import dask
-
-    data = open_shards(shards)
-    times = data["time"].values
-    step = time_step_hours(times)
+    steps = ShardSteps(shards)
+    step = time_step_hours(steps.times)
     if lead_hours % step:
         raise DataError(f"train.lead_hours ({lead_hours}) is not a multiple of the data time step ({step} h).")
     k = lead_hours // step
-    sel = data.sel(time=slice(np.datetime64(train[0], "ns"), np.datetime64(train[1], "ns")))
-    n = sel.sizes["time"]
+    index = steps.indices_in(*train)
+    n = len(index)
     if n <= k:
         raise DataError(f"the train split {train} has {n} time steps in the shards; need more than {k}.")
-    x = sel.data.astype(np.float64)
-    # shift by the first step's channel mean so the one-pass variance has no cancellation problem
-    shift = np.asarray(x[0].mean(axis=(1, 2)).compute())[None, :, None, None]
-    xs = x - shift
-    d = x[k:] - x[:-k]
-    axes = (0, 2, 3)
-    sums = dask.compute(xs.sum(axes), (xs**2).sum(axes), d.sum(axes), (d**2).sum(axes), scheduler="threads")
-    s1, s2, d1, d2 = (np.asarray(s, dtype=np.float64) for s in sums)
-    count = n * x.shape[2] * x.shape[3]
-    dcount = (n - k) * x.shape[2] * x.shape[3]
+    sums = {name: PairwiseSum() for name in ("x", "x2", "d", "d2")}
+    recent: deque[np.ndarray] = deque(maxlen=k)  # the k steps before the current one, for the differences
+    shift = None
+    for i in index:
+        x = steps.read(i).astype(np.float64)
+        if shift is None:  # the first step's channel means: the one-pass variance then has no cancellation problem
+            shift = (x.sum(axis=(1, 2), keepdims=True) / (x.shape[1] * x.shape[2]))
+        xs = x - shift
+        sums["x"].add(_channel_sums(xs))
+        sums["x2"].add(_channel_sums(np.square(xs, out=xs)))
+        if len(recent) == k:
+            d = x - recent[0]
+            sums["d"].add(_channel_sums(d))
+            sums["d2"].add(_channel_sums(np.square(d, out=d)))
+        recent.append(x)
+    s1, s2, d1, d2 = (sums[name].total().reshape(-1) for name in ("x", "x2", "d", "d2"))
+    count = n * len(steps.latitude) * len(steps.longitude)
+    dcount = (n - k) * len(steps.latitude) * len(steps.longitude)
     mean_s = s1 / count
-    mean = mean_s + shift[0, :, 0, 0]
+    mean = mean_s + shift.reshape(-1)
     std = np.sqrt(np.maximum(s2 / count - mean_s**2, 0.0))
     diff_std = np.sqrt(np.maximum(d2 / dcount - (d1 / dcount) ** 2, 0.0))
-    for name, s in zip(data["channel"].values, std, strict=True):
+    for name, s in zip(steps.channels, std, strict=True):
         if not s > 0:
             raise DataError(f"channel {name} is constant over the train split (std 0); it cannot be normalized.")
     return {
-        "channels": [str(c) for c in data["channel"].values],
+        "channels": steps.channels,
         "mean": mean.tolist(),
         "std": std.tolist(),
         "diff_std": diff_std.tolist(),
