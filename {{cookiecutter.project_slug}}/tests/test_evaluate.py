@@ -200,7 +200,8 @@ def test_evaluate_cli_end_to_end(pkg_name, tiny, mods, shards, tmp_path, monkeyp
         "rmse_2m_temperature.csv",
         "rmse_geopotential_500.csv",
     ]
-    assert sorted(p.name for p in (out / "maps").iterdir()) == ["2m_temperature_24h.png", "geopotential_500_24h.png"]
+    assert sorted(p.name for p in (out / "maps").iterdir()) == ["2m_temperature_24h.png", "bias_2m_temperature.png",
+                                                                "bias_geopotential_500.png", "geopotential_500_24h.png"]
     stamp = json.loads((out / "provenance.json").read_text())
     assert "params_sha256" in stamp and set(stamp["inputs"]) == {str(files["model"]), str(shards), str(files["stats"])}
     evaluation = json.loads((out / "evaluation.json").read_text())

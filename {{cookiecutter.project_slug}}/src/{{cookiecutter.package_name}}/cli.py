@@ -1,6 +1,6 @@
 """One command, a subcommand per pipeline step.
 
-    <package> synthesize | shard | stats | train | evaluate | forecast | report | verify | launch | profile ...
+    <package> synthesize | shard | stats | train | evaluate | forecast | report | stations | verify | ...
 
 Each subcommand is the `main(argv)` of the module that owns the step, so `python -m <package>.cli train --help`
 and `python -m <package>.train --help` say the same thing. Modules are imported only when their step runs,
@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": (".evaluate", "roll out on the test split and score against persistence and climatology"),
     "forecast": (".forecast", "write a forecast file in WeatherBench2 layout"),
     "report": (".report", "build the self-contained HTML report"),
+    "stations": (".stations", "sample a synthetic weather-station CSV from the shards (for the demo)"),
     "verify": (".verify", "check that outputs match dvc.lock and this commit"),
     "profile": (".profiles", "install the cluster profile so `snakemake --profile NAME` works"),
     "check-params": (".config", "validate params.yaml and print the resolved values"),
