@@ -8,12 +8,19 @@ steps of train.lead_hours up to evaluate.max_lead_hours. Three forecasts are sco
   model        the rollout of models/model.pt
   persistence  the initial state, unchanged
   climatology  the day-of-year x hour climatology of the train split (climatology.py)
-Scores (metrics.py): RMSE, bias, ACC, per channel (a level is a channel: geopotential_500) and lead.
+Scores (metrics.py): RMSE, bias, ACC, per channel (a level is a channel: geopotential_500) and lead; the
+headline of metrics.json. Optional evaluations (extras.py decides which run, scorers.py computes them as the
+rollouts stream past, sections.py writes them): scores per WB2 region (and land / sea with evaluate.land_sea_mask),
+zonal energy spectra, paired block-bootstrap significance of model - baseline, an ensemble (CRPS, spread-skill,
+rank histograms; evaluate.ensemble.members > 1), scores at weather stations (evaluate.stations.file), and maps of
+the mean error. Memory is bounded by a batch of initial times (evaluate.batch_size) whatever their number.
 
-Outputs in --out: the results files (results.py: metrics.json, per_lead.csv, plots/, maps/, evaluation.json), and
+Outputs in --out: the results files (results.py: metrics.json, per_lead.csv, plots/, maps/, scores/,
+evaluation.json), and
   wb2/                  forecast.zarr, truth.zarr, climatology.zarr in WB2 layout with CF attributes, zarr
                         format 2 (export.py): exactly the states scored; empty when evaluate.export_forecast is false
-  provenance.json       commit, dirty flag, params hash, input hashes, versions, hardware of this run
+  provenance.json       commit, dirty flag, params hash, input hashes (incl. station / mask / member files),
+                        versions, hardware of this run
 """
 
 from __future__ import annotations
@@ -116,10 +123,7 @@ def score(
             truth, ref = reader.read(valid), clim.at(valid)
             step = Step(rows, s, leads[s], valid, truth, ref, {"model": state, "persistence": x0, "climatology": ref},
                         member_states)  # fmt: skip
-            for name, fc in step.forecasts.items():
-                per["mse"][name][rows, s] = metrics.mse_per_step(fc, truth, weights)
-                per["bias"][name][rows, s] = metrics.bias_per_step(fc, truth, weights)
-                per["acc"][name][rows, s] = metrics.acc_per_step(fc, truth, ref, weights)
+            _score_globally(per, step, weights)
             for scorer in scorers:
                 scorer.add(step)
             if b0 == 0 and leads[s] in map_leads_hours:
@@ -139,6 +143,15 @@ def score(
         per_step=per,
         sections={scorer.name: scorer.result() for scorer in scorers},
     )
+
+
+def _score_globally(per: dict, step: Step, weights: np.ndarray) -> None:
+    """The per-step global RMSE / bias / ACC terms of every forecast of a step (metrics.py)."""
+    at = (step.rows, step.lead_index)
+    for name, fc in step.forecasts.items():
+        per["mse"][name][at] = metrics.mse_per_step(fc, step.truth, weights)
+        per["bias"][name][at] = metrics.bias_per_step(fc, step.truth, weights)
+        per["acc"][name][at] = metrics.acc_per_step(fc, step.truth, step.climatology, weights)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -207,7 +207,9 @@ def rank_histogram_figure(histograms: dict[int, list[float]], channel: str) -> s
 def stations_figure(table: dict[str, list[tuple]], variable: str, unit: str, threshold: float | None) -> str:
     """Station RMSE and accuracy against lead for each forecast; table[forecast] = [(lead, rmse, accuracy)]."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10.5, 3.3), constrained_layout=True)
+    panels = 2 if threshold else 1  # accuracy needs a threshold
+    fig, axes = plt.subplots(1, panels, figsize=(5.4 * panels, 3.3), constrained_layout=True, squeeze=False)
+    axes = axes[0]
     for f in FORECASTS:
         rows = table.get(f, [])
         if not rows:
@@ -215,13 +217,14 @@ def stations_figure(table: dict[str, list[tuple]], variable: str, unit: str, thr
         colour, dash = STYLE[f]
         axes[0].plot([r[0] for r in rows], [r[1] for r in rows], dash, color=colour, marker="o", ms=3, label=f)
         acc = [(r[0], r[2]) for r in rows if r[2] is not None]
-        if acc:
+        if acc and threshold:
             axes[1].plot([a[0] for a in acc], [100 * a[1] for a in acc], dash, color=colour, marker="o", ms=3)
     axes[0].set_ylabel(f"RMSE at stations ({unit})")
     axes[0].set_ylim(bottom=0)
-    axes[1].set_ylabel(f"within ±{threshold} {unit} (%)" if threshold else "accuracy (no threshold)")
-    axes[1].set_ylim(0, 100)
-    for ax, title in zip(axes, ("RMSE", "accuracy"), strict=True):
+    if threshold:
+        axes[1].set_ylabel(f"within ±{threshold:g} {unit} (%)")
+        axes[1].set_ylim(0, 100)
+    for ax, title in zip(axes, ("RMSE", "accuracy")[:panels], strict=True):
         ax.set_title(f"{variable} at stations: {title}")
         ax.set_xlabel("lead time (h)")
         ax.grid(alpha=0.3)

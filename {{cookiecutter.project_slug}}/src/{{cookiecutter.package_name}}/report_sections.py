@@ -28,6 +28,12 @@ def _png(path: Path) -> str | None:
     return base64.b64encode(path.read_bytes()).decode("ascii") if path.exists() else None
 
 
+def _in_order(keys, order) -> list[str]:
+    """The keys of a metrics.json section (written sorted) in the order evaluate used, then any others."""
+    keys = list(keys)
+    return [k for k in (order or []) if k in keys] + [k for k in keys if k not in (order or [])]
+
+
 def bias_maps_view(results: dict) -> list[dict]:
     out = []
     for entry in results["evaluation"].get("bias_maps", []):
@@ -56,14 +62,15 @@ def regions_view(results: dict, leads: list[int]) -> dict | None:
     section = (results["metrics"] or {}).get("regions")
     if not section:
         return None
-    channels = list(next(iter(section.values()))["rmse"])
+    ev = results["evaluation"]
+    names = _in_order(section, ev.get("regions"))
+    channels = _in_order(next(iter(section.values()))["rmse"], ev.get("headline"))
     tables = [
         {"channel": ch, "units": units.symbol(ch),
-         "rows": [{"region": region, "cells": [c for h in leads for c in _region_cells(scores, ch, h)]}
-                  for region, scores in section.items()]}
+         "rows": [{"region": name, "cells": [c for h in leads for c in _region_cells(section[name], ch, h)]}
+                  for name in names]}
         for ch in channels
     ]  # fmt: skip
-    ev = results["evaluation"]
     return {"leads": leads, "columns": ["RMSE", "vs pers.", "vs clim.", "bias", "ACC"], "tables": tables,
             "skipped": ev.get("regions_skipped") or [], "land_sea": bool(ev.get("land_sea_mask"))}  # fmt: skip
 
@@ -80,8 +87,9 @@ def spectra_view(results: dict, headline: list[str]) -> dict | None:
                    "forecast": float(r["forecast"]), "truth": float(r["truth"])} for r in mine]  # fmt: skip
         unit = units.pretty(mine[0]["units"]) if mine and mine[0]["units"] else ""
         ratio = metrics.get("energy_ratio", {}).get(ch, {})
+        ordered = sorted(ratio.items(), key=lambda kv: int(kv[0].rstrip("h")))
         figures_.append({"channel": ch, "png": figures.spectra_figure(points, ch, unit),
-                         "ratio": ", ".join(f"{lead}: {fmt(v)}" for lead, v in ratio.items())})  # fmt: skip
+                         "ratio": ", ".join(f"{lead[:-1]} h: {fmt(v)}" for lead, v in ordered)})  # fmt: skip
     ev = results["evaluation"]
     return {"figures": figures_, "band": ev.get("spectra_band"), "k_min": metrics.get("k_min")}
 
@@ -142,8 +150,10 @@ def stations_view(results: dict, leads: list[int]) -> dict | None:
     if not section or not rows:
         return None
     variables = []
-    for v, by_region in section["rmse"].items():
-        region = "global" if "global" in by_region else next(iter(by_region))
+    ev = results["evaluation"]
+    for v in _in_order(section["rmse"], ev.get("station_variables")):
+        by_region = _in_order(section["rmse"][v], ev.get("regions"))
+        region = "global" if "global" in by_region else by_region[0]
         mine = [r for r in rows if r["variable"] == v and r["region"] == region]
         threshold = _f(mine[0]["threshold"]) if mine else None
         curves = {f: [(int(r["lead_hours"]), _f(r["rmse"]), _f(r["accuracy"])) for r in mine if r["forecast"] == f]
