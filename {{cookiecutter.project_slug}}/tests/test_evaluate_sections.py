@@ -183,7 +183,10 @@ def test_regions_match_masks_recomputed_from_the_export(full_run, tiny, mod):
                 assert got["bias"][ch]["model"][f"{lead}h"] == pytest.approx(bias.mean(), rel=1e-5, abs=1e-9)
     # the global region is the global headline
     metrics = _metrics(full_run["out"])
-    assert regions["global"]["rmse"]["2m_temperature"] == metrics["rmse"]["2m_temperature"]
+    for ch in ("geopotential_500", "2m_temperature"):
+        for f in ("model", "persistence", "climatology"):
+            headline = metrics["rmse"][ch][f]
+            assert regions["global"]["rmse"][ch][f] == pytest.approx(headline, rel=1e-5), (ch, f)
 
 
 def test_spectra_match_a_direct_dft_of_the_export(full_run):
@@ -344,7 +347,7 @@ def test_report_shows_every_section_in_headless_chromium(full_run, tmp_path, cap
     check_rendered(state, png, BROWSER_SECTIONS)
     text = {sid: state["sections"][sid]["text"] for sid in BROWSER_SECTIONS}
     images = {sid: state["sections"][sid]["images_ok"] for sid in BROWSER_SECTIONS}
-    assert "significantly better" in text["scorecard"] and "excludes zero" in text["scorecard"]
+    assert "significant (*): " in text["scorecard"] and "excludes zero" in text["scorecard"]
     assert "europe_land" in text["regions"] and "global_sea" in text["regions"] and "tropics" in text["regions"]
     assert images == {"scorecard": 0, "bias": 2, "regions": 0, "spectra": 2, "ensemble": 4, "stations": 2}
     assert f"{MEMBERS} members" in text["ensemble"] and "spread-skill" in text["ensemble"]

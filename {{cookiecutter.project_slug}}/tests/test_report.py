@@ -199,6 +199,24 @@ def test_scorecard_colours_by_hand(pkg_name):
     assert sc.colour("ACC", 0.1) == sc.colour("RMSE", -25)
 
 
+def test_significance_marks_by_hand(pkg_name):
+    sc = importlib.import_module(f"{pkg_name}.scorecard")
+    per_lead = {"t": {"model": [(6, 1.0, 0.9, 0.1), (24, 2.0, 0.8, 0.1)],
+                      "persistence": [(6, 2.0, 0.85, 0.0), (24, 2.1, 0.7, 0.0)], "climatology": []}}  # fmt: skip
+    marks = {("RMSE", "t", "persistence", 6): {"difference": -1.0, "low": -1.2, "high": -0.8, "significant": 1},
+             ("RMSE", "t", "persistence", 24): {"difference": -0.1, "low": -0.3, "high": 0.1, "significant": 0}}
+    rmse = sc.scorecard(per_lead, ["t"], [6, 24], marks)[0]
+    cells = [c for c in rmse["rows"][0]["cells"] if c.get("ref") == "persistence"]
+    assert [c["text"] for c in cells] == ["-50.0 %*", "-4.8 %"]  # the mark only where the interval excludes zero
+    assert cells[0]["title"].endswith("interval [-1.2, -0.8]: significant")
+    assert cells[1]["title"].endswith("interval [-0.3, 0.1]: not significant")
+    assert rmse["counts"][0] == "better than persistence in 2 of 2 scores; significant (*): 1 better, 0 worse"
+    # without intervals: no mark, no tooltip, no count
+    plain = sc.scorecard(per_lead, ["t"], [6, 24])[0]
+    assert "title" not in plain["rows"][0]["cells"][2]
+    assert plain["counts"][0] == "better than persistence in 2 of 2 scores"
+
+
 def test_units_on_every_scorecard_row(tmp_path, pkg_name, report_mod):
     results = make_results(pkg_name, tmp_path / "results")
     report_mod.main(["--results", str(results)])

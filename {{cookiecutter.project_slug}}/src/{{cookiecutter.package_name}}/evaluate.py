@@ -217,7 +217,9 @@ def plan(args: argparse.Namespace, params) -> Plan:
     leads = [lead_hours * (s + 1) for s in range(n_steps)]
     map_leads = select_leads(cfg.map_leads_hours, leads)
     forecaster = model_forecaster(model, normalizer, lead_hours, reader.latitude, reader.longitude)
-    members = extras.load_member_forecasters(cfg, args.model, args.stats, args.device, meta, reader, forecaster)
+    members = []
+    if cfg.ensemble.members > 1:
+        members = extras.load_member_forecasters(cfg, args.model, args.stats, args.device, meta, reader, forecaster)
     options = extras.setup(params, args.params, reader, inits, leads, map_leads, members, normalizer.std)
     return Plan(meta, forecaster, reader, lead_hours, n_steps, headline, map_channels, map_leads, inits, options)
 
@@ -237,7 +239,7 @@ def run(p: Plan, params, device: str, out: Path) -> Scores:
         f"{len(p.reader.channels)} channels" + (f", {p.extras.n_members} members" if p.extras.members else ""),
         file=sys.stderr,
     )
-    scorers = p.extras.scorers(p.reader, len(p.inits), p.n_steps, p.leads, p.map_channels, cfg, params.seed)
+    scorers = p.extras.scorers(p.reader, p.n_steps, p.leads, p.map_channels, cfg, params.seed)
     attrs = export.model_attrs(p.meta, "forge evaluate")
     wb2 = export.evaluation_export(out / "wb2", cfg.export_forecast, p.reader, p.inits, p.lead_hours, p.n_steps,
                                    clim, attrs, cfg.batch_size)  # fmt: skip

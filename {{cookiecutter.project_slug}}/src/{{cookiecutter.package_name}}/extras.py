@@ -40,18 +40,17 @@ class Extras:
     bias_map_leads: list[int] = field(default_factory=list)
     significance: bool = False
 
-    def scorers(self, reader, n_inits: int, n_steps: int, leads: Sequence[int], map_channels: Sequence[str],
-                cfg, seed: int) -> list:  # fmt: skip
+    def scorers(self, reader, n_steps: int, leads: Sequence[int], map_channels: Sequence[str], cfg, seed: int) -> list:
         """The scorers of the enabled options, in the order their sections appear."""
         lat, lon, channels = reader.latitude, reader.longitude, reader.channels
         out: list = []
         if self.region_names:
             weights = regions.region_weights(self.region_names, lat, lon, self.land_sea_mask)
-            out.append(scorers.RegionScores(weights, n_inits, n_steps, len(channels)))
+            out.append(scorers.RegionScores(weights, n_steps))
         if self.spectra_leads:
             out.append(scorers.SpectraScores(lat, lon, self.spectra_leads, cfg.spectra.band))
         if self.members is not None:
-            out.append(scorers.EnsembleScores(lat, n_inits, n_steps, len(channels), self.n_members, seed))
+            out.append(scorers.EnsembleScores(lat, n_steps, self.n_members, seed))
         if self.stations is not None:
             boxes = [n for n in self.region_names if regions.region(n).surface == "all"] or ["global"]
             out.append(scorers.StationScorer(self.stations, self.station_variables, channels, leads, boxes, lat, lon))

@@ -84,7 +84,7 @@ def _count(rows: list[dict], ref: str) -> str:
     if tested:
         good = sum(c["significant"] and c["cls"] == "good" for c in tested)
         bad = sum(c["significant"] and c["cls"] == "bad" for c in tested)
-        note += f" ({good} significantly better, {bad} significantly worse{SIGNIFICANT_MARK})"
+        note += f"; significant ({SIGNIFICANT_MARK}): {good} better, {bad} worse"
     return f"better than {ref} in {wins} of {len(cells) - undefined} scores{note}"
 
 

@@ -11,8 +11,10 @@ science modules' own functions:
     BiasMaps        time-mean error maps (model - truth) of chosen channels at chosen leads
     baseline_significance  paired block-bootstrap intervals of model - baseline (significance.paired_bootstrap)
 
-Memory: per-step numbers are n_inits x n_leads x channels (x regions, or x ranks) floats; running sums at most a
-field per (channel, lead) asked for; an ensemble step holds members x batch states, which evaluate makes anyway.
+Memory: every scorer keeps running means over initial times (LeadMeans, metrics.RunningMean): leads x channels
+(x regions, or x ranks) floats, a field per (channel, lead) for the bias maps; nothing grows with the number of
+initial times. (evaluate keeps the global per-step scores, n_inits x leads x channels, for the significance.) An
+ensemble step holds members x batch states, which evaluate makes anyway.
 """
 
 from __future__ import annotations
@@ -42,28 +44,43 @@ class Step:
     members: np.ndarray | None = None  # (M, B, C, H, W) ensemble members, when evaluating an ensemble
 
 
+class LeadMeans:
+    """Means over initial times of per-step arrays, one metrics.RunningMean per lead: rows are added one by one in
+    float64, so batching does not change the result, and memory is one array per lead whatever n_inits."""
+
+    def __init__(self, n_steps: int):
+        self.means = [metrics.RunningMean() for _ in range(n_steps)]
+
+    def add(self, lead_index: int, batch: np.ndarray) -> None:
+        self.means[lead_index].add(batch)
+
+    @property
+    def mean(self) -> np.ndarray:
+        """(lead, ...) time means."""
+        return np.stack([m.mean for m in self.means])
+
+
 class RegionScores:
     """Per-region scores of every forecast: result()[score][forecast] is (lead, channel, region)."""
 
     name = "regions"
 
-    def __init__(self, weights: regions.RegionWeights, n_inits: int, n_steps: int, n_channels: int):
+    def __init__(self, weights: regions.RegionWeights, n_steps: int):
         self.weights = weights
-        shape = (n_inits, n_steps, n_channels, len(weights.names))
-        self.per = {s: {f: np.zeros(shape) for f in FORECASTS} for s in ("mse", "bias", "acc")}
+        self.means = {s: {f: LeadMeans(n_steps) for f in FORECASTS} for s in ("mse", "bias", "acc")}
 
     def add(self, step: Step) -> None:
         for name, forecast in step.forecasts.items():
             got = regions.regional_scores_per_step(forecast, step.truth, self.weights, step.climatology)
-            for score in self.per:
-                self.per[score][name][step.rows, step.lead_index] = got[score]
+            for score, means in self.means.items():
+                means[name].add(step.lead_index, got[score])
 
     def result(self) -> dict:
         return {
             "names": list(self.weights.names),
-            "rmse": {f: metrics.rmse(self.per["mse"][f]) for f in FORECASTS},
-            "bias": {f: metrics.time_mean(self.per["bias"][f]) for f in FORECASTS},
-            "acc": {f: metrics.time_mean(self.per["acc"][f]) for f in FORECASTS},
+            "rmse": {f: np.sqrt(self.means["mse"][f].mean) for f in FORECASTS},  # WB2: sqrt of the time-mean MSE
+            "bias": {f: self.means["bias"][f].mean for f in FORECASTS},
+            "acc": {f: self.means["acc"][f].mean for f in FORECASTS},
         }
 
 
@@ -87,28 +104,29 @@ class EnsembleScores:
 
     name = "ensemble"
 
-    def __init__(self, latitude, n_inits: int, n_steps: int, n_channels: int, n_members: int, seed: int):
+    def __init__(self, latitude, n_steps: int, n_members: int, seed: int):
         self.weights = metrics.cell_area_weights(latitude)
         self.n_members, self.seed = n_members, seed
-        self.per = {k: np.zeros((n_inits, n_steps, n_channels)) for k in ("crps", "mse", "variance")}
-        self.ranks = np.zeros((n_inits, n_steps, n_channels, n_members + 1))
+        self.means = {k: LeadMeans(n_steps) for k in ("crps", "mse", "variance", "ranks")}
 
     def add(self, step: Step) -> None:
-        members, truth, at = step.members, step.truth, (step.rows, step.lead_index)
-        self.per["crps"][at] = ensemble.crps_per_step(members, truth, self.weights, fair=True)
-        self.per["mse"][at] = ensemble.ensemble_mean_mse_per_step(members, truth, self.weights)
-        self.per["variance"][at] = ensemble.variance_per_step(members, self.weights)
-        self.ranks[at] = ensemble.rank_histogram_per_step(members, truth, self.weights, self.seed)
+        members, truth, at = step.members, step.truth, step.lead_index
+        self.means["crps"].add(at, ensemble.crps_per_step(members, truth, self.weights, fair=True))
+        self.means["mse"].add(at, ensemble.ensemble_mean_mse_per_step(members, truth, self.weights))
+        self.means["variance"].add(at, ensemble.variance_per_step(members, self.weights))
+        self.means["ranks"].add(at, ensemble.rank_histogram_per_step(members, truth, self.weights, self.seed))
 
     def result(self) -> dict:
-        var, mse = self.per["variance"], self.per["mse"]
+        # the time means of the per-step values, taken as ensemble.py's functions take them (axis 0 = time): on
+        # one "time" holding the means, spread = sqrt(mean variance) and RMSE = sqrt(mean MSE) are unchanged
+        variance, mse = self.means["variance"].mean[None], self.means["mse"].mean[None]
         return {
             "members": self.n_members,
-            "crps": metrics.time_mean(self.per["crps"]),
+            "crps": self.means["crps"].mean,
             "ensemble_mean_rmse": metrics.rmse(mse),
-            "spread": ensemble.spread(var),
-            "spread_skill_ratio": ensemble.spread_skill_ratio(var, mse, self.n_members),
-            "rank_histogram": metrics.time_mean(self.ranks),
+            "spread": ensemble.spread(variance),
+            "spread_skill_ratio": ensemble.spread_skill_ratio(variance, mse, self.n_members),
+            "rank_histogram": self.means["ranks"].mean,
         }
 
 
