@@ -1,8 +1,9 @@
-"""Finish the new project: keep only the chosen options, then git + DVC, so the first `dvc repro` can run.
+"""Finish the new project: the chosen license, then git + DVC, so the first `dvc repro` can run.
 
-Steps: LICENSE from the chosen license; remove profiles of other sites; `.cruft.json` (template + commit, so
+Steps: LICENSE from the chosen license; `.cruft.json` (template + commit, so
 `cruft update` brings later template changes in); `git init`; the `.dvc/` folder with a local-folder default
 remote (written directly, so baking needs no DVC installed); the first commit. Works without a global git identity.
+Every project keeps all cluster profiles (local, slurm, pbs): the site answer picks the presets and the default.
 """
 
 import json
@@ -25,15 +26,6 @@ def choose_license() -> None:
     licenses = PROJECT / "licenses"
     shutil.copyfile(licenses / f"{CONTEXT['license']}.txt", PROJECT / "LICENSE")
     shutil.rmtree(licenses)
-
-
-def prune_sites() -> None:
-    """Each project keeps the local profile, the default (per-rule) profile and its own site's profile."""
-    site = CONTEXT["site"]
-    keep = {"default", "local", {"generic-slurm": "slurm", "generic-pbs": "pbs", "derecho": "pbs", "casper": "pbs"}.get(site, "")}
-    for profile in (PROJECT / "profiles").iterdir():
-        if profile.is_dir() and profile.name not in keep:
-            shutil.rmtree(profile)
 
 
 # Paths this hook creates that differ between two renders (so they can never be part of a template diff). cruft
@@ -136,7 +128,6 @@ def init_git() -> None:
 if __name__ == "__main__":
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     choose_license()
-    prune_sites()
     write_cruft_stamp()
     init_dvc()
     init_git()

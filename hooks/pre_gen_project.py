@@ -1,9 +1,11 @@
 """Check every cookiecutter answer before anything is written.
 
-Each bad answer gets one line naming the question, the value, what is wrong and how to fix it; all problems are
-reported together and the bake stops (exit 1) before a single file of the project exists.
+Each bad answer gets one line naming the question, the value, what is wrong and how to fix it (with "did you mean"
+for a near miss); all problems are reported together and the bake stops (exit 1) before a single file of the
+project exists. forge_bake.py (a cookiecutter extension) keeps cookiecutter from printing a traceback after them.
 """
 
+import difflib
 import keyword
 import re
 import sys
@@ -24,12 +26,10 @@ ANSWERS = {
     "dvc_remote": {{ cookiecutter.dvc_remote | jsonify }},
 }
 
-CHOICES = {
-    "license": ["MIT", "BSD-3-Clause", "Apache-2.0"],
-    "model": ["unet", "vit"],
-    "site": ["local", "generic-slurm", "generic-pbs", "derecho", "casper"],
-    "use_wandb": ["no", "yes"],
-}
+# The options of the questions with a fixed set of answers (cookiecutter.json `_choices`). They are free-text
+# questions, so that a wrong answer reaches this hook (cookiecutter's own choice questions stop a bad
+# `key=value` with a traceback before any hook runs).
+CHOICES = {{ cookiecutter._choices | jsonify }}
 # Names that would shadow a dependency or the standard library when imported.
 TAKEN_PACKAGE_NAMES = {
     "torch", "numpy", "xarray", "zarr", "dask", "pandas", "yaml", "pydantic", "snakemake", "dvc", "wandb",
@@ -59,7 +59,9 @@ def problems(a: dict) -> list[str]:
         bad("author_email", "is not an e-mail address", "e.g. 'jane@ucar.edu'")
     for question, allowed in CHOICES.items():
         if a[question] not in allowed:
-            bad(question, "is not one of the options", f"use one of {', '.join(allowed)}")
+            close = difflib.get_close_matches(a[question].lower(), [o.lower() for o in allowed], n=1, cutoff=0.6)
+            hint = f"did you mean '{allowed[[o.lower() for o in allowed].index(close[0])]}'? " if close else ""
+            bad(question, "is not one of the options", f"{hint}use one of {', '.join(allowed)}")
     source = a["data_source"].strip()
     if not source:
         bad("data_source", "is empty", "use 'synthetic' or the path/URL of a zarr or netCDF dataset")
@@ -73,7 +75,7 @@ def problems(a: dict) -> list[str]:
             "give your NCAR project code, e.g. 'UABC0001'")  # fmt: skip
     elif a["account"] and not re.fullmatch(r"[A-Za-z0-9_.-]+", a["account"]):
         bad("account", "has characters a scheduler account cannot have", "use letters, digits, '_', '-', '.'")
-    if a["site"] != "local" and not re.fullmatch(r"[A-Za-z0-9_.-]+", a["partition"]):
+    if a["site"] in CHOICES["site"] and a["site"] != "local" and not re.fullmatch(r"[A-Za-z0-9_.-]+", a["partition"]):
         bad("partition", "is empty or not a valid partition/queue name", "give the Slurm partition or PBS queue")
     try:
         gpus = int(a["gpus_per_node"])

@@ -15,15 +15,18 @@ import yaml
 from conftest import BIN, TEMPLATE, bake, project_env, sh
 
 QUESTIONS = json.loads((TEMPLATE / "cookiecutter.json").read_text())
-CHOICES = {k: v for k, v in QUESTIONS.items() if isinstance(v, list) and not k.startswith("_")}
+# Questions with a fixed set of answers are free text (so a bad answer reaches the pre-generation hook's message, not
+# cookiecutter's traceback); their options are listed once, in `_choices`, the first one being the default.
+CHOICES = QUESTIONS["_choices"]
 assert set(CHOICES) == {"license", "model", "site", "use_wandb"}, f"update the bake matrix for {sorted(CHOICES)}"
+assert all(QUESTIONS[k] == v[0] for k, v in CHOICES.items())
 MATRIX = [dict(zip(CHOICES, values, strict=True)) for values in itertools.product(*CHOICES.values())]
 ACCOUNT = {"derecho": "UABC0001", "casper": "UABC0001"}
 # Template syntax left over: any Jinja tag or a cookiecutter variable. Python files are copied without rendering, so
 # there `{{` is an f-string brace; GitHub Actions' own `${{ ... }}` expressions are not Jinja either.
 UNRENDERED = re.compile(r"\{\{-?\s*cookiecutter|\{%|\{#|cookiecutter\.[a-z_]+")
 UNRENDERED_OUTSIDE_PYTHON = re.compile(r"(?<!\$)\{\{")
-SITE_PROFILE = {"local": None, "generic-slurm": "slurm", "generic-pbs": "pbs", "derecho": "pbs", "casper": "pbs"}
+PBS_SITES = ("generic-pbs", "derecho", "casper")
 
 
 def combo_id(combo: dict) -> str:
@@ -75,8 +78,18 @@ def test_bake_renders_completely(combo, matrix_bakes):
     assert (project / "LICENSE").exists() and not (project / "licenses").exists()
     expected_license = {"MIT": "MIT License", "BSD-3-Clause": "BSD 3-Clause", "Apache-2.0": "Apache License"}
     assert expected_license[combo["license"]] in (project / "LICENSE").read_text()
+    # Every bake has every site profile; the site's presets land in its scheduler's profile.
     profiles = {p.name for p in (project / "profiles").iterdir() if p.is_dir()}
-    assert profiles == {"default", "local"} | ({SITE_PROFILE[combo["site"]]} - {None})
+    assert profiles == {"default", "local", "slurm", "pbs"}
+    slurm = yaml.safe_load((project / "profiles/slurm/config.yaml").read_text())["default-resources"]
+    pbs = yaml.safe_load((project / "profiles/pbs/config.yaml").read_text())["default-resources"]
+    assert ("slurm_partition" in slurm) is (combo["site"] == "generic-slurm")
+    assert ("pbs_queue" in pbs) is (combo["site"] in PBS_SITES)
+    assert (slurm.get("slurm_account"), pbs.get("pbs_account")) == (ACCOUNT.get(combo["site"]),) * 2
+    # Secrets are never committed, and the README says where they go.
+    ignored = sh("git", "check-ignore", ".env", ".netrc", ".dvc/config.local", "keys.local", cwd=project).stdout
+    assert ignored.split() == [".env", ".netrc", ".dvc/config.local", "keys.local"]
+    assert "## Credentials" in (project / "README.md").read_text()
     deps = tomllib.loads((project / "pyproject.toml").read_text())["project"]["dependencies"]
     assert any(d.startswith("wandb") for d in deps) is (combo["use_wandb"] == "yes")
 
@@ -95,6 +108,19 @@ def test_bake_passes_its_own_lint(combo, matrix_bakes):
         [BIN / "ruff", "check", "src", "tests", "noxfile.py"], cwd=project, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_default_bake_is_lint_clean_and_runs_on_slurm_and_pbs(tmp_path):
+    """`snakemake --lint` finds nothing (it exits 1 on any lint); a `site=local` project plans the pipeline with the
+    Slurm profile by its bare name (installed by `profile install slurm`) and with the PBS profile."""
+    project = bake(tmp_path / "default")
+    lint = sh("snakemake", "--lint", cwd=project, check=False)
+    assert lint.returncode == 0, lint.stdout[-4000:] + lint.stderr[-4000:]
+    config = tmp_path / "config-home"
+    sh(sys.executable, "-m", "my_forecast.cli", "profile", "install", "slurm", cwd=project, XDG_CONFIG_HOME=str(config))
+    for profile in ("slurm", "profiles/pbs"):
+        plan = sh("snakemake", "-n", "--profile", profile, cwd=project, XDG_CONFIG_HOME=str(config))
+        assert re.search(r"^train\s+1$", plan.stdout + plan.stderr, re.M), (plan.stdout + plan.stderr)[-3000:]
 
 
 def covering_set(matrix: list[dict]) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -101,8 +102,6 @@ class Tiny:
         a convolution batched differently) survive into the states."""
         import torch
 
-        models = importlib.import_module(f"{pkg_name}.models")
-        forcings = importlib.import_module(f"{pkg_name}.data.forcings")
         train_times = np.arange(np.datetime64("2000-01-01", "ns"), np.datetime64("2001-01-01", "ns"), 6 * cls.HOUR)
         x = cls.truth_field(train_times).astype(np.float64)
         stats = {
@@ -113,26 +112,19 @@ class Tiny:
             "time_step_hours": 6,
             "train": ["2000-01-01", "2000-12-31T18:00"],
         }
-        (root / "stats.json").write_text(json.dumps(stats))
-        meta = {
-            "model": {"name": "unet", "width": 8, "depth": 1, "patch_size": 4},
-            "channels": cls.CHANNELS,
-            "forcings": list(forcings.FORCING_NAMES),
-            "latitude": cls.LAT.tolist(),
-            "longitude": cls.LON.tolist(),
-            "stats": stats,
-            "time_step_hours": 6,
-            "lead_hours": 6,
-            "provenance": {"commit": "feedc0de" * 5, "dirty": False},
-            "step": 7,
-        }
+        _module("integrity").write_json_with_checksum(root / "stats.json", stats)
+        spec = _module("modelfile").ModelFile(
+            model={"name": "unet", "width": 8, "depth": 1, "patch_size": 4}, channels=cls.CHANNELS,
+            forcings=list(_module("data.forcings").FORCING_NAMES), latitude=cls.LAT.tolist(),
+            longitude=cls.LON.tolist(), stats=stats, time_step_hours=6, lead_hours=6,
+        )
         torch.manual_seed(0)
-        net = models.model_from_meta(meta)
+        net = spec.network()
         with torch.no_grad():
             for p in net.parameters():
                 p.normal_(0.0, weight_std)  # not the zero-initialized head: differs from persistence
-        (root / "models").mkdir(exist_ok=True)
-        models.save_model(root / "models" / "model.pt", meta, net.state_dict())
+        provenance = {"commit": "feedc0de" * 5, "dirty": False}
+        spec.with_weights(net.state_dict(), step=7, provenance=provenance).save(root / "models" / "model.pt")
         (root / "params.yaml").write_text(
             "seed: 0\n"
             "data:\n"
@@ -143,7 +135,7 @@ class Tiny:
             "  init_every_hours: 24\n"
             "  headline: [geopotential_500, 2m_temperature]\n"
             "  batch_size: 4\n"
-            "  key_leads_hours: [6, 24, 72]\n"
+            "  key_leads_hours: [6, 24]\n"
             "  map_leads_hours: [24]\n"
             "  spectra: {band: [20, 70]}\n"  # the 4-row grid has no row in the default 30..60 band
             "  allow_dirty: true\n"
@@ -167,3 +159,223 @@ def tiny() -> type[Tiny]:
 def tiny_shards(tmp_path_factory) -> Path:
     """Train: all of 2000 (a leap year: day of year 1..366); test: January 2001. Read-only: do not modify."""
     return Tiny.write_shards(tmp_path_factory.mktemp("tiny"), "2000-01-01", "2001-01-20T18:00")
+
+
+# Training helpers shared by test_train*.py, test_models.py and test_launch.py: tiny shards written straight to the
+# SHARDS format, params files, running train in this process or as a command, model files, processes.
+# The package is imported inside each helper so that collecting the data tests never imports torch.
+
+CHANNELS = ["geopotential_500", "geopotential_850", "temperature_500", "temperature_850", "2m_temperature"]
+
+
+def _module(name: str):
+    return importlib.import_module(f"{PACKAGE}.{name}")
+
+
+def make_dataset(root: Path, nlat: int = 8, nlon: int = 16, ntimes: int = 96, channels=CHANNELS,
+                 block: int = 40) -> dict:
+    """Tiny deterministic shards (SHARDS format: zarr v3, data (time, channel, lat, lon), one step per chunk,
+    uncompressed) and stats.json, independent of the synthetic generator so the golden losses only move when
+    training changes. Waves travel eastward (so persistence is beatable) plus a little seeded noise."""
+    import numpy as np
+    import xarray as xr
+
+    rng = np.random.default_rng(0)
+    lat = np.linspace(-90 + 90 / nlat, 90 - 90 / nlat, nlat)
+    lon = np.arange(nlon) * 360.0 / nlon
+    t = np.arange(ntimes)[:, None, None]
+    phase = np.deg2rad(lon)[None, None, :] * 2 - 0.3 * t
+    base = np.cos(np.deg2rad(lat))[None, :, None] * np.cos(phase) + 0.5 * np.sin(np.deg2rad(lat))[None, :, None]
+    data = np.stack([(1 + 0.2 * c) * base + 0.1 * c + 0.05 * rng.standard_normal(base.shape)
+                     for c in range(len(channels))], axis=1).astype(np.float32)
+    data = data * np.array([100.0 + 10 * c for c in range(len(channels))], np.float32)[None, :, None, None]
+    times = np.datetime64("2000-01-01T00:00", "ns") + np.arange(ntimes) * np.timedelta64(6, "h")
+    shards = root / "shards"
+    shards.mkdir(parents=True, exist_ok=True)
+    for i, s in enumerate(range(0, ntimes, block)):
+        ds = xr.Dataset(
+            {"data": (("time", "channel", "latitude", "longitude"), data[s:s + block])},
+            coords={"time": times[s:s + block], "channel": list(channels), "latitude": lat, "longitude": lon},
+            attrs={"channels": list(channels), "provenance": json.dumps({"test": True}), "source": "test"},
+        )
+        ds.to_zarr(shards / f"block_{i:04d}.zarr", mode="w", zarr_format=3, consolidated=False,
+                   encoding={"data": {"chunks": (1, len(channels), nlat, nlon), "compressors": None}})
+    n_train = int(ntimes * 0.75)
+    train_data = data[:n_train]
+    stats = {
+        "channels": list(channels),
+        "mean": train_data.mean(axis=(0, 2, 3)).tolist(),
+        "std": train_data.std(axis=(0, 2, 3)).tolist(),
+        "diff_std": np.diff(train_data, axis=0).std(axis=(0, 2, 3)).tolist(),
+        "time_step_hours": 6,
+        "train": [str(times[0])[:16], str(times[n_train - 1])[:16]],
+    }
+    _module("integrity").write_json_with_checksum(root / "stats.json", stats)
+    return {"shards": shards, "stats": root / "stats.json", "times": times, "n_train": n_train}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    """Tiny shards and stats.json shared by the tests of one module (make_dataset's defaults)."""
+    return make_dataset(tmp_path_factory.mktemp("data"))
+
+
+def write_params(root: Path, data: dict, model: dict | None = None, **train_kw) -> Path:
+    """A params.yaml for the tiny data: template defaults except the grid-independent knobs passed in."""
+    import yaml
+
+    times = data["times"]
+    iso = lambda t: str(t)[:16]  # noqa: E731
+    n = data["n_train"]
+    params = {
+        "seed": 0,
+        "data": {
+            "source": "synthetic",
+            "start": iso(times[0]),
+            "end": iso(times[-1]),
+            "splits": {"train": [iso(times[0]), iso(times[n - 1])], "val": [iso(times[n]), iso(times[n + 4])],
+                       "test": [iso(times[n + 5]), iso(times[-1])]},
+        },
+        "model": {"name": "unet", **(model or {})},
+        "train": {"batch_size": 4, "max_steps": 6, "warmup_steps": 2, "log_every": 1, "checkpoint_every": 2,
+                  "allow_dirty": True, **train_kw},
+        "wandb": {"enabled": False},
+    }
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def cli_args(root: Path, data: dict, params: Path, run: str = "run") -> list[str]:
+    return ["--params", str(params), "--shards", str(data["shards"]), "--stats", str(data["stats"]),
+            "--run-dir", str(root / run), "--out", str(root / run / "model.pt"), "--log", str(root / run / "log.csv")]
+
+
+def run_main(root: Path, data: dict, params: Path, run: str = "run") -> int:
+    """train.main in this process (fast); put back the global torch settings it changes."""
+    import torch
+
+    cwd = os.getcwd()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    os.chdir(root)
+    try:
+        return _module("train").main(cli_args(root, data, params, run))
+    finally:
+        os.chdir(cwd)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def subprocess_env(threads: int = 1) -> dict:
+    """Environment for `python -m PKG.train` / torchrun children: this package importable, 1 thread, offline."""
+    env = dict(os.environ)
+    package_file = Path(importlib.import_module(PACKAGE).__file__)  # where this run imports it from
+    env["PYTHONPATH"] = os.pathsep.join([str(package_file.parent.parent), str(package_file.resolve().parent.parent),
+                                         env.get("PYTHONPATH", "")])
+    env.update(OMP_NUM_THREADS=str(threads), WANDB_MODE="offline", PYTHONUNBUFFERED="1")
+    return env
+
+
+def train_command(root: Path, data: dict, params: Path, run: str = "run", nproc: int = 0) -> list[str]:
+    """`python -m PKG.train ...`, or under torchrun with `nproc` processes."""
+    if nproc:
+        # `--`: torchrun's parser would otherwise take --log for an abbreviation of its --log-dir
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+                    "-m", f"{PACKAGE}.train", "--"]
+    else:
+        launcher = [sys.executable, "-m", f"{PACKAGE}.train"]
+    return launcher + cli_args(root, data, params, run)
+
+
+def launch_command(root: Path, data: dict, params: Path, run: str = "run", nproc: int = 2) -> list[str]:
+    """`python -m PKG.cli launch --nproc-per-node N -- <train args>`: the launcher the workflow uses."""
+    return [sys.executable, "-m", f"{PACKAGE}.cli", "launch", "--nproc-per-node", str(nproc), "--",
+            *cli_args(root, data, params, run)]
+
+
+def run_cli(root: Path, data: dict, params: Path, run: str = "run", nproc: int = 0, timeout: int = 300):
+    return subprocess.run(train_command(root, data, params, run, nproc), cwd=root, env=subprocess_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def weights(path: Path) -> dict:
+    """The weights of a model file or checkpoint (checksum verified)."""
+    return _module("modelfile").ModelFile.load(path).state_dict
+
+
+def read_log(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def last_logged_step(path: Path) -> int:
+    """The newest step in a training log being written (0 if none yet)."""
+    try:
+        lines = path.read_text().strip().splitlines()
+    except FileNotFoundError:
+        return 0
+    return int(lines[-1].split(",")[0]) if len(lines) > 1 else 0
+
+
+def seeded_random():
+    """A random.Random for tests that draw moments or steps: seeded (FORGE_TEST_SEED, default 0) so a failure can
+    be replayed, and the seed printed (pytest shows it with the failure)."""
+    import random
+
+    seed = int(os.environ.get("FORGE_TEST_SEED", "0"))
+    print(f"random draws from seed {seed} (set FORGE_TEST_SEED to replay or to vary them)")
+    return random.Random(seed)
+
+
+def pids_mentioning(text: str) -> list[int]:
+    """Live processes (not zombies) whose command line contains `text`, e.g. a test's run folder."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def model_file(name: str = "unet", channels: int = 5, nlat: int = 8, nlon: int = 16, seed: int = 0, **model_kw):
+    """A small ModelFile with random (non-persistence) weights, built the way training builds one."""
+    import torch
+
+    forcings = _module("data.forcings")
+    spec = _module("modelfile").ModelFile(
+        model={"name": name, "width": 8, "depth": 2, **model_kw},
+        channels=[f"c{i}" for i in range(channels)],
+        forcings=list(forcings.FORCING_NAMES),
+        latitude=[float(v) for v in torch.linspace(-80, 80, nlat)],
+        longitude=[float(v) for v in torch.arange(nlon) * 360.0 / nlon],
+        stats={"channels": [f"c{i}" for i in range(channels)], "mean": [0.0] * channels, "std": [1.0] * channels,
+               "diff_std": [1.0] * channels, "time_step_hours": 6},
+        time_step_hours=6,
+        lead_hours=6,
+    )
+    torch.manual_seed(seed)
+    net = spec.network()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0.0, 0.05)  # not the zero-initialized head: a model that differs from persistence
+    return spec.with_weights(net.state_dict(), step=7, provenance={"commit": "abc"})
+
+
+def garble_tensor_bytes(path: Path, tensor) -> None:
+    """Overwrite the stored bytes of `tensor` inside a torch file in place: the file still loads, with wrong
+    values (what a disk or transfer fault does)."""
+    import torch
+
+    blob = path.read_bytes()
+    raw = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    at = blob.find(raw)
+    assert at >= 0, "tensor bytes not found in the file"
+    garbled = bytes(b ^ 0x5A for b in raw[:64])
+    path.write_bytes(blob[:at] + garbled + blob[at + len(garbled):])

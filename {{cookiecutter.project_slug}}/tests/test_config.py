@@ -51,6 +51,13 @@ def test_every_default_is_commented(project_root):
         ("evaluate.max_lead", 10, "did you mean 'evaluate.max_lead_hours'?"),
         ("train.batch_size", "big", "bad value for 'train.batch_size': 'big'"),
         ("train.deterministic", "perhaps", "bad value for 'train.deterministic'"),
+        ("data.end", "1999-12-31", "bad value for 'data.end': '1999-12-31' is before data.start"),
+        ("data.splits.test", ["2001-02-01", "2001-05-01"], "bad value for 'data.splits.test': [2001-02-01, "
+                                                            "2001-05-01] reaches outside the data"),
+        ("evaluate.key_leads_hours", [6, 96], "bad value for 'evaluate.key_leads_hours': [96] lie beyond "
+                                              "evaluate.max_lead_hours (72)"),
+        ("evaluate.map_leads_hours", [240], "bad value for 'evaluate.map_leads_hours': [240] lie beyond"),
+        ("evaluate.max_lead_hours", 3, "bad value for 'evaluate.max_lead_hours': 3 is shorter than one model step"),
     ],
 )
 def test_errors_name_key_value_and_fix(config, raw, key, value, expected):

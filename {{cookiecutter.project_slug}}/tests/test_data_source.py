@@ -80,6 +80,13 @@ def params_for(src: str, **data) -> object:
                    "test": ["2000-01-03T12:00", "2000-01-03T18:00"]},
     }
     d.update(data)
+    if ("start" in data or "end" in data) and "splits" not in data:  # splits inside the range, as config requires
+        import pandas as pd
+
+        start, end = pd.Timestamp(d["start"]), pd.Timestamp(d["end"])
+        iso = lambda t: t.strftime("%Y-%m-%dT%H:%M")  # noqa: E731
+        d["splits"] = {"train": [iso(start), iso(start)], "val": [iso(start + pd.Timedelta("1min"))] * 2,
+                       "test": [iso(end), iso(end)]}
     return config.validate_params({"seed": 0, "data": d})
 
 
@@ -150,7 +157,7 @@ def test_nan_fails_naming_variable_level_time_and_deletes_nothing(tmp_path):
 
 def test_missing_variable_level_or_time_is_one_clear_error(tmp_path):
     src = write_store(canonical(), tmp_path / "src.zarr")
-    with pytest.raises(DataError, match=r"variable\(s\) \['specific_humidity'\] not found.*2m_temperature"):
+    with pytest.raises(DataError, match=r"data.variables: 'specific_humidity' not found.*2m_temperature"):
         shard.shard_block(params_for(src, variables=["geopotential", "specific_humidity"]), 0, tmp_path / "a.zarr")
     with pytest.raises(DataError, match=r"level\(s\) \[250\] hPa not found.*\[500, 700, 850\]"):
         shard.plan_blocks(params_for(src, levels=[250, 500]))
@@ -197,6 +204,148 @@ def test_synthetic_plan_is_cheap_and_covers_every_step():
 
 
 def test_cloud_urls_need_their_optional_package(monkeypatch):
-    monkeypatch.setattr(source.importlib.util, "find_spec", lambda name: None)
+    archive = importlib.import_module(f"{PACKAGE}.data.archive")
+    monkeypatch.setattr(archive.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataError, match="pip install gcsfs"):
         source.open_source("gs://weatherbench2/datasets/era5/x.zarr")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The time axis is checked at planning (issue 12): gaps, duplicates and off-grid times are named with the fix.
+
+
+def test_gap_fails_at_planning_naming_the_times_and_the_fix(tmp_path):
+    ds = canonical().drop_isel(time=[5, 6])  # 2000-01-02T06:00 and T12:00 are missing
+    params = params_for(write_store(ds, tmp_path / "src.zarr"))
+    with pytest.raises(DataError) as err:
+        shard.plan_blocks(params)
+    msg = str(err.value)
+    assert "misses 2 time step(s): 2000-01-02T06:00 .. 2000-01-02T12:00 (2 steps)" in msg
+    assert "no shard was planned" in msg
+    assert "set data.start: '2000-01-01T00:00' and data.end: '2000-01-02T00:00'" in msg  # the longest clean stretch
+    # following the advice plans cleanly
+    fixed = params_for(write_store(ds, tmp_path / "src.zarr"), end="2000-01-02T00:00", splits={
+        "train": ["2000-01-01", "2000-01-01T06:00"], "val": ["2000-01-01T12:00", "2000-01-01T12:00"],
+        "test": ["2000-01-01T18:00", "2000-01-02T00:00"]})
+    assert shard.plan_blocks(fixed) == [(0, 5)]
+
+
+def test_regular_hole_is_stepped_around_by_a_stride(tmp_path):
+    """3-hourly data lacking 03 and 15 UTC every day: the error proposes time_stride 2 (6-hourly), which works."""
+    times = np.datetime64("2000-01-01T00:00", "ns") + np.arange(24) * np.timedelta64(3, "h")
+    keep = [i for i, t in enumerate(times) if int(str(t)[11:13]) not in (3, 15)]
+    ds = xr.concat([canonical().isel(time=[0])] * 24, "time").assign_coords(time=times).isel(time=keep)
+    src = write_store(ds, tmp_path / "src.zarr")
+    with pytest.raises(DataError, match=r"misses 6 time step\(s\): 2000-01-01T03:00, 2000-01-01T15:00, .*"
+                                        r"set data.time_stride: 2 \(every 6 h\), which steps around them"):
+        shard.plan_blocks(params_for(src, end="2000-01-03T21:00"))
+    params = params_for(src, end="2000-01-03T21:00", time_stride=2)
+    assert shard.plan_blocks(params) == [(0, 5), (5, 10), (10, 12)]
+    t = source.open_canonical(params)["time"].values
+    assert np.all(np.diff(t) == np.timedelta64(6, "h")) and len(t) == 12
+
+
+def test_duplicates_and_off_grid_times_fail_at_planning_naming_files(tmp_path):
+    ds = canonical()
+    folder = tmp_path / "nc"
+    folder.mkdir()
+    ds.isel(time=slice(0, 7)).to_netcdf(folder / "part_0.nc", engine="h5netcdf")
+    ds.isel(time=slice(5, None)).to_netcdf(folder / "part_1.nc", engine="h5netcdf")  # overlaps by two steps
+    with pytest.raises(DataError, match=r"2 duplicated time step\(s\): 2000-01-02T06:00 .. 2000-01-02T12:00 "
+                                        r"\(2 steps\) \(each in more than one of the files .*part_0.nc.*part_1.nc"):
+        shard.plan_blocks(params_for(str(folder / "*.nc")))
+    times = ds.time.values.copy()
+    times[3] += np.timedelta64(1, "h")
+    odd = ds.assign_coords(time=times)
+    with pytest.raises(DataError, match=r"1 time\(s\) off the 6 h grid: 2000-01-01T19:00"):
+        shard.plan_blocks(params_for(write_store(odd, tmp_path / "odd.zarr")))
+
+
+def test_snakemake_stops_at_planning_before_any_shard_job(tmp_path, project_root):
+    import subprocess
+    import sys
+
+    import yaml
+
+    src = write_store(canonical().drop_isel(time=[7]), tmp_path / "src.zarr")
+    params = params_for(src).model_dump(mode="json")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    run = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--snakefile",
+                          str(project_root / "Snakefile"), "--directory", str(tmp_path), "shards"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode != 0
+    assert "misses 1 time step(s): 2000-01-02T18:00" in run.stdout + run.stderr
+    assert not (tmp_path / "data").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Many files: entries must agree on grid and times; each disagreement names the files.
+
+
+def test_entries_with_other_grids_or_times_are_refused_naming_them(tmp_path):
+    ds = canonical()
+    z = write_store(ds[["geopotential"]], tmp_path / "z.zarr")
+    coarse = ds[["temperature"]].isel(latitude=slice(0, None, 2))
+    t = write_store(coarse, tmp_path / "t.zarr")
+    with pytest.raises(DataError, match=r"the latitude of '.*z.zarr' \(8 values.*and '.*t.zarr' \(4 values.*differ"):
+        shard.plan_blocks(params_for([z, t], variables=["geopotential", "temperature"]))
+    shifted = ds[["temperature"]].assign_coords(time=ds.time + np.timedelta64(3, "h"))
+    late = write_store(shifted, tmp_path / "late.zarr")
+    with pytest.raises(DataError, match=r"entries '.*z.zarr' .* and '.*late.zarr' .* have different time steps"):
+        shard.plan_blocks(params_for([z, late], variables=["geopotential", "temperature"], start="2000-01-01T03:00",
+                                     end="2000-01-03T12:00"))
+    folder = tmp_path / "nc"
+    folder.mkdir()
+    ds.isel(time=slice(0, 6)).to_netcdf(folder / "a.nc", engine="h5netcdf")
+    ds.isel(time=slice(6, None), longitude=slice(0, 8)).to_netcdf(folder / "b.nc", engine="h5netcdf")
+    with pytest.raises(DataError, match=r"the longitude of file '.*a.nc' \(16 values.*and file '.*b.nc' \(8 values"):
+        shard.plan_blocks(params_for(str(folder / "*.nc")))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Bounded memory: a shard job holds a fixed number of time steps, never the whole block.
+
+
+def _peak_bytes(fn) -> int:
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("grid", ["", "32x17"])
+def test_shard_memory_is_flat_in_the_block_size(tmp_path, monkeypatch, grid):
+    """Peak traced memory of a shard job grows by (much) less than a step's data per extra step: the block is
+    never held whole. The source file is contiguous (one HDF5 chunk of all steps), the worst case for a reader."""
+    rng = np.random.default_rng(0)
+    nt, nlat, nlon = 12, 73, 144
+    times = START + np.arange(nt) * STEP
+    ds = xr.Dataset({"temperature": (("time", "level", "latitude", "longitude"),
+                                     rng.standard_normal((nt, 3, nlat, nlon)).astype(np.float32)),
+                     "2m_temperature": (("time", "latitude", "longitude"),
+                                        rng.standard_normal((nt, nlat, nlon)).astype(np.float32))},
+                    coords={"time": times, "level": LEVELS, "latitude": np.linspace(-90, 90, nlat),
+                            "longitude": np.arange(nlon) * 2.5})
+    ds.to_netcdf(tmp_path / "src.nc", engine="h5netcdf")
+    step_bytes = 4 * nlat * nlon * 4
+    monkeypatch.setattr(shard, "READ_BYTES", step_bytes)  # one step per read
+    params = params_for(str(tmp_path / "src.nc"), variables=["temperature", "2m_temperature"], levels=[],
+                        end=str(times[-1])[:16], grid=grid, splits={
+                            "train": ["2000-01-01", "2000-01-02"], "val": ["2000-01-03", "2000-01-03"],
+                            "test": ["2000-01-03T12:00", "2000-01-03T18:00"]})
+    ds_c = source.open_canonical(params)
+    regrid = importlib.import_module(f"{PACKAGE}.data.regrid")
+    resample = regrid.resampler(ds_c.latitude.values, ds_c.longitude.values, 1, grid)
+    write = lambda n: shard.write_shard(ds_c, 0, n, tmp_path / f"s{n}.zarr", resample)  # noqa: E731
+    write(nt)  # warm up: imports and caches are not what we measure
+    small, big = _peak_bytes(lambda: write(3)), _peak_bytes(lambda: write(nt))
+    assert big - small < 0.25 * (nt - 3) * step_bytes, (small, big, step_bytes)  # per extra step: < 1/4 step
+    assert big < (0.5 if not grid else 1.0) * nt * step_bytes, (big, step_bytes)  # never the block
+    out = xr.open_zarr(tmp_path / f"s{nt}.zarr", consolidated=False)["data"]
+    assert out.sizes["time"] == nt and out.sizes["latitude"] == (17 if grid else nlat)

@@ -26,7 +26,8 @@ def test_deterministic_from_seed(tmp_path):
     a, b, c = (synthetic.generate(params(s)) for s in (0, 0, 1))
     for v in a.data_vars:
         assert a[v].values.tobytes() == b[v].values.tobytes()
-        assert not np.array_equal(a[v].values, c[v].values)
+        # the weather depends on the seed; the land (static fields) does not
+        assert np.array_equal(a[v].values, c[v].values) == (v in synthetic.STATICS)
     synthetic.main(["--params", _write(tmp_path, 0), "--out", str(tmp_path / "s.zarr")])
     stored = xr.open_zarr(tmp_path / "s.zarr", consolidated=False).load()
     for v in a.data_vars:
@@ -43,10 +44,11 @@ def _write(tmp_path, seed):
 
 def test_names_layout_and_magnitudes():
     ds = synthetic.generate(params())
-    assert list(ds.data_vars) == ["geopotential", "temperature", "2m_temperature"]
+    assert list(ds.data_vars) == ["geopotential", "temperature", "2m_temperature", "land_sea_mask",
+                                  "geopotential_at_surface"]
     assert source.canonicalize(ds).sizes == ds.sizes  # already canonical
-    assert source.channel_names(ds) == ["geopotential_500", "geopotential_850", "temperature_500",
-                                        "temperature_850", "2m_temperature"]
+    assert source.channel_names(source.canonicalize(ds)) == ["geopotential_500", "geopotential_850",
+                                                             "temperature_500", "temperature_850", "2m_temperature"]
     assert ds.sizes == {"time": 80, "level": 2, "latitude": 32, "longitude": 64}
     assert all(ds[v].dtype == np.float32 for v in ds.data_vars)
     z500 = ds["geopotential"].sel(level=500)
@@ -89,6 +91,21 @@ def test_default_generation_is_fast():
     ds = synthetic.generate(p)
     assert ds.sizes["time"] == 1824  # 2000 is a leap year: 456 days x 4
     assert time.process_time() - t0 < 10
+
+
+def test_static_fields_land_and_orography():
+    ds = synthetic.generate(params())
+    lsm, orog = ds["land_sea_mask"], ds["geopotential_at_surface"]
+    assert lsm.dims == orog.dims == ("latitude", "longitude")  # no time: static
+    assert float(lsm.min()) == 0 and float(lsm.max()) == 1
+    weights = np.cos(np.deg2rad(ds.latitude))
+    assert 0.2 < float(lsm.weighted(weights).mean()) < 0.45  # about the Earth's land fraction
+    assert float(orog.min()) == 0 and 1e4 < float(orog.max()) < 3.5e4  # up to ~3 km x g
+    assert float(orog.where(lsm == 0).max()) == 0  # no mountains at sea
+    # analytic: a finer grid samples the same continents
+    lat, lon = synthetic.grid(64, 128)
+    fine = synthetic.static_fields(lat, lon)["land_sea_mask"]
+    assert abs(float(fine.mean()) - float(lsm.mean())) < 0.03
 
 
 def test_forcings():

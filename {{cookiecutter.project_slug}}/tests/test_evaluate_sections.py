@@ -83,6 +83,17 @@ def _open(path: Path):
     return xr.open_zarr(path).load()
 
 
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a/b/c": leaf} of a nested metrics dict."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            out[prefix + key] = value
+    return out
+
+
 def _metrics(out: Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
@@ -116,7 +127,7 @@ def test_every_section_is_present_when_enabled(full_run):
     assert {"global", "global_land", "global_sea", "europe_land", "arctic_sea"} <= set(regions)
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert evaluation["regions_skipped"] and "tropics" in evaluation["regions_skipped"]  # no row within 20 deg
-    assert evaluation["ensemble_members"] == MEMBERS and evaluation["land_sea_mask"] is True
+    assert evaluation["ensemble_members"] == MEMBERS and evaluation["land_sea_mask"] == str(full_run["mask"])
     assert metrics["ensemble"]["members"] == MEMBERS
     assert metrics["stations"]["n_stations"] == 25
     assert metrics["stations"]["accuracy"]["geopotential_500"]["global"]["model"]["24h"] is None  # no threshold
@@ -153,6 +164,38 @@ def test_turning_an_option_off_removes_its_files(pkg_name, tiny, tiny_shards, mo
     assert mod("evaluate").main([*tiny.argv(files), "--out", "results"]) == 0
     assert not (tmp_path / "results" / "scores" / "spectra.csv").exists()
     assert "spectra" not in _metrics(tmp_path / "results")
+
+
+def test_a_static_land_sea_mask_of_the_shards_gives_land_and_sea_regions(pkg_name, tiny, tiny_shards, mod, tmp_path,
+                                                                         monkeypatch):  # fmt: skip
+    """Without evaluate.land_sea_mask, the shards' static land_sea_mask (data.static) is used: the same scores as
+    the same fraction given as a file."""
+    import shutil
+
+    import xarray as xr
+
+    monkeypatch.chdir(tmp_path)
+    shards = tmp_path / "shards"
+    shutil.copytree(tiny_shards, shards)
+    mod("data.statics").store_static(shards / "static.zarr", ["land_sea_mask"], tiny.LAT, tiny.LON,
+                                     land_fraction(tiny)[None])  # fmt: skip
+    files = tiny.build_project(pkg_name, tmp_path, shards)
+    quick = "  regions: [global, europe]\n  spectra: {leads_hours: []}\n  significance: {samples: 0}\n"
+    files["params"].write_text(files["params"].read_text() + quick)
+    assert mod("evaluate").main([*tiny.argv(files), "--out", "static"]) == 0
+    xr.Dataset({"land_sea_mask": (("latitude", "longitude"), land_fraction(tiny))},
+               coords={"latitude": tiny.LAT, "longitude": tiny.LON}).to_netcdf(tmp_path / "lsm.nc")  # fmt: skip
+    files["params"].write_text(files["params"].read_text() + "  land_sea_mask: lsm.nc\n")
+    assert mod("evaluate").main([*tiny.argv(files), "--out", "file"]) == 0
+    from_static, from_file = _metrics(tmp_path / "static")["regions"], _metrics(tmp_path / "file")["regions"]
+    assert list(from_static) == ["europe", "europe_land", "global", "global_land", "global_sea"]  # europe: no sea
+    a, b = _flatten(from_static), _flatten(from_file)
+    assert a.keys() == b.keys()
+    assert {k for k, v in a.items() if v is None} == {k for k, v in b.items() if v is None}  # undefined ACC
+    assert {k: v for k, v in a.items() if v is not None} == pytest.approx({k: v for k, v in b.items() if v is not None},
+                                                                         rel=1e-6)  # fmt: skip
+    source = json.loads((tmp_path / "static" / "evaluation.json").read_text())["land_sea_mask"]
+    assert source.endswith("static.zarr (land_sea_mask)")
 
 
 # ----------------------------------------------------------------------------------------------------------------

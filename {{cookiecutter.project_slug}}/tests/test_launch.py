@@ -6,7 +6,11 @@ No scheduler is needed: the Slurm queries (`scontrol`) are replaced by a stand-i
 from __future__ import annotations
 
 import importlib
+import os
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -116,3 +120,51 @@ def test_exit_code_is_the_trainers_and_75_when_it_checkpointed_on_a_signal(launc
 def test_print_shows_the_command_without_running(launch, capsys):
     assert launch.main(["--nodes", "1", "--nproc-per-node", "2", "--print", "--", *TRAIN_ARGS]) == 0
     assert "torch.distributed.run --standalone" in capsys.readouterr().err
+
+
+# A stand-in for torchrun: checks that the run folder is locked on its behalf, reports a SIGTERM in a file.
+CHILD = """
+import fcntl, os, signal, sys, time
+try:
+    fcntl.flock(os.open(os.environ["FORGE_RUN_LOCK"], os.O_RDWR), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    sys.exit(3)  # the lock was free: the launcher did not hold it
+except BlockingIOError:
+    pass
+def stop(signum, frame):
+    open(sys.argv[1], "w").write(signal.Signals(signum).name)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("ready", flush=True)
+time.sleep(60)
+sys.exit(4)
+"""
+
+
+def start_launcher(pkg_name, tmp_path):
+    """`launch.run` of a plan whose command is CHILD, in a process of its own; returns (process, marker file)."""
+    marker = tmp_path / "signal"
+    (tmp_path / "child.py").write_text(CHILD)
+    plan = (f"launch.Plan('local', [sys.executable, {str(tmp_path / 'child.py')!r}, {str(marker)!r}], "
+            f"['--run-dir', {str(tmp_path / 'run')!r}])")
+    code = f"import sys; from {pkg_name} import launch; sys.exit(launch.run({plan}))"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert proc.stdout.readline().strip() == "ready"  # the child runs, the lock is held for it
+    return proc, marker
+
+
+def test_a_signal_to_the_launcher_reaches_its_child(pkg_name, tmp_path):
+    proc, marker = start_launcher(pkg_name, tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0  # the child's exit code
+    assert marker.read_text() == "SIGTERM"
+
+
+def test_the_child_gets_sigterm_when_the_launcher_is_killed(pkg_name, tmp_path):
+    proc, marker = start_launcher(pkg_name, tmp_path)
+    proc.kill()  # SIGKILL: the launcher cannot pass anything on; the kernel's parent-death signal does
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.read_text() == "SIGTERM"

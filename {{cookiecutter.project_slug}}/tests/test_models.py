@@ -1,16 +1,19 @@
-"""The architectures: shapes, gradients, longitude periodicity, the one-step update, save/load."""
+"""The architectures: shapes, gradients, longitude periodicity, the one-step update, the model file."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import PACKAGE
+from conftest import PACKAGE, model_file
 
 models = importlib.import_module(f"{PACKAGE}.models")
 layers = importlib.import_module(f"{PACKAGE}.models.layers")
+modelfile = importlib.import_module(f"{PACKAGE}.modelfile")
+config = importlib.import_module(f"{PACKAGE}.config")
 
 C, F, NLAT, NLON = 5, 3, 8, 16
 
@@ -95,16 +98,28 @@ def test_vit_sees_across_the_seam():
     assert not torch.allclose(net(bumped)[..., 0], net(x)[..., 0])
 
 
-@pytest.mark.parametrize("name", ["unet", "vit"])
-def test_activation_checkpointing_same_gradients(name):
+def entered(net, cls) -> list[int]:
+    """A counter of calls to `net`'s submodules of class `cls` (a pre-hook: counts re-runs in backward too)."""
+    count = [0]
+    for module in net.modules():
+        if isinstance(module, cls):
+            module.register_forward_pre_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+    return count
+
+
+@pytest.mark.parametrize("name,block", [("unet", "ConvBlock"), ("vit", "Block")])
+def test_activation_checkpointing_recomputes_with_same_gradients(name, block):
     torch.manual_seed(0)
     net = randomize_head(models.build_model(cfg(name), C + F, C, NLAT, NLON))
+    calls = entered(net, getattr(importlib.import_module(f"{PACKAGE}.models.{name}"), block))
     x = torch.randn(2, C + F, NLAT, NLON)
     net(x).square().mean().backward()
-    plain = [p.grad.clone() for p in net.parameters()]
+    plain, plain_calls = [p.grad.clone() for p in net.parameters()], calls[0]
     net.zero_grad()
+    calls[0] = 0
     net.checkpointing = True
     net(x).square().mean().backward()
+    assert calls[0] == 2 * plain_calls  # each block runs again in backward
     for a, p in zip(plain, net.parameters(), strict=True):
         assert torch.allclose(a, p.grad, atol=1e-6)
 
@@ -113,10 +128,15 @@ def test_activation_checkpointing_same_gradients(name):
 def test_bf16_autocast_on_cpu(name):
     torch.manual_seed(0)
     net = randomize_head(models.build_model(cfg(name), C + F, C, NLAT, NLON))
+    dtypes = set()
+    for module in net.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            module.register_forward_hook(lambda _m, _i, out: dtypes.add(out.dtype))
     z, f = torch.randn(2, C, NLAT, NLON), torch.randn(2, F, NLAT, NLON)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = models.rollout_step(net, z, f, torch.ones(C))
-    assert out.dtype == torch.float32  # the state stays fp32; only the network runs in bf16
+    assert dtypes == {torch.bfloat16}  # the network computes in bf16 ...
+    assert out.dtype == torch.float32  # ... while the state stays fp32
     out.square().mean().backward()
     assert all(p.dtype == torch.float32 and torch.isfinite(p.grad).all() for p in net.parameters())
 
@@ -132,27 +152,26 @@ def test_unet_rejects_longitudes_it_cannot_pool():
 
 
 @pytest.mark.parametrize("name", ["unet", "vit"])
-def test_save_and_load_model(tmp_path, name):
-    torch.manual_seed(0)
-    conf = cfg(name)
-    net = randomize_head(models.build_model(conf, C + F, C, NLAT, NLON))
-    meta = {
-        "model": dict(vars(conf)),
-        "channels": [f"c{i}" for i in range(C)],
-        "forcings": ["f0", "f1", "f2"],
-        "latitude": [float(v) for v in torch.linspace(-80, 80, NLAT)],
-        "longitude": [float(v) for v in torch.arange(NLON) * 360.0 / NLON],
-        "stats": {"channels": [f"c{i}" for i in range(C)], "mean": [0.0] * C, "std": [1.0] * C},
-        "time_step_hours": 6,
-        "lead_hours": 6,
-        "provenance": {"commit": "abc"},
-        "step": 7,
-    }
+def test_model_file_save_and_load(tmp_path, name):
+    saved = model_file(name)
     path = tmp_path / "model.pt"
-    models.save_model(path, meta, net.state_dict())
-    torch.load(path, weights_only=True)  # the contract: loadable without unpickling code
-    loaded, got = models.load_model(path)
-    assert got["step"] == 7 and got["channels"] == meta["channels"] and "state_dict" not in got
-    x = torch.randn(1, C + F, NLAT, NLON)
+    saved.save(path)
+    assert not list(tmp_path.glob(".*tmp*"))  # written atomically: no temp file left
+    blob = torch.load(path, weights_only=True)  # the contract: loadable without unpickling code
+    assert set(blob) == {f.name for f in dataclasses.fields(modelfile.ModelFile)} | {"sha256"}
+    loaded = modelfile.ModelFile.load(path)
+    assert loaded.meta() == saved.meta() and loaded.step == 7
+    net, meta = models.load_model(path)  # the wrapper evaluation uses
+    assert meta == saved.meta() and not net.training
+    x = torch.randn(1, len(saved.channels) + len(saved.forcings), 8, 16)
     with torch.no_grad():
-        assert torch.equal(loaded(x), net.eval()(x))
+        assert torch.equal(net(x), saved.build()(x))
+        assert not torch.equal(net(x)[:, :1], x[:, :1] * 0)  # real weights, not the zero-initialized head
+
+
+def test_model_file_defaults_come_from_model_config():
+    """A file that omits an architecture key builds with config.ModelConfig's default (no second copy)."""
+    saved = model_file("vit")
+    assert "patch_size" not in saved.model
+    assert saved.config().patch_size == config.ModelConfig().patch_size
+    assert saved.network().patch == config.ModelConfig().patch_size

@@ -4,6 +4,8 @@ profile, and never replaces a profile it did not make."""
 from __future__ import annotations
 
 import importlib
+import json
+import shutil
 import subprocess
 import sys
 
@@ -70,3 +72,32 @@ def test_cli_installs_into_snakemakes_user_config_dir(pkg_name, project_root, tm
                           cwd=project_root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "snakemake" / name).resolve() == (project_root / "profiles" / name).resolve()
+
+
+def test_every_project_has_every_site_profile(project_root):
+    """Local, Slurm and PBS in every bake: moving to a cluster is a change of profile, not a re-bake."""
+    names = {p.name for p in (project_root / "profiles").iterdir() if (p / "config.yaml").is_file()}
+    assert names == {"default", "local", "slurm", "pbs"}
+    assert yaml.safe_load((project_root / "profiles/slurm/config.yaml").read_text())["executor"] == "slurm"
+    assert yaml.safe_load((project_root / "profiles/pbs/config.yaml").read_text())["executor"] == "cluster-generic"
+    train = yaml.safe_load((project_root / "profiles/default/config.yaml").read_text())["set-resources"]["train"]
+    assert "gpu" not in train, "the Slurm plugin reads `gpu` (--gpus); PBS GPUs are `ngpus`"
+    assert {"mpi", "slurm_extra", "ngpus"} <= set(train)
+
+
+def test_install_without_a_name_uses_the_site_chosen_at_bake_time(profiles, project_root, tmp_path):
+    root = tmp_path / "project"
+    shutil.copytree(project_root / "profiles", root / "profiles")
+    (root / "Snakefile").write_text("")
+    for site, expected in (("derecho", "pbs"), ("generic-slurm", "slurm"), ("local", "local")):
+        (root / ".cruft.json").write_text(json.dumps({"context": {"cookiecutter": {"site": site}}}))
+        assert profiles.default_profile(root) == expected
+    (root / ".cruft.json").unlink()
+    assert profiles.default_profile(root) == "local"
+    env = {"XDG_CONFIG_HOME": str(tmp_path / "config"), "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": str(project_root / "src")}
+    (root / ".cruft.json").write_text(json.dumps({"context": {"cookiecutter": {"site": "generic-pbs"}}}))
+    done = subprocess.run([sys.executable, "-m", f"{profiles.__package__}.cli", "profile", "install"], cwd=root,
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "config" / "snakemake" / "pbs").resolve() == (root / "profiles" / "pbs").resolve()

@@ -22,6 +22,8 @@ def _pkg_name() -> str:
 
 prov = importlib.import_module(_pkg_name() + ".provenance")
 config = importlib.import_module(_pkg_name() + ".config")
+environment = importlib.import_module(_pkg_name() + ".environment")
+hashes = importlib.import_module(_pkg_name() + ".hashes")
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Test", "GIT_AUTHOR_EMAIL": "test@example.com",
@@ -218,7 +220,7 @@ def test_inputs_given_computed_or_from_dvc_lock(tmp_path, monkeypatch):
     assert got["data/shards"] == {"md5": "abc.dir", "from": "dvc.lock"}
     assert got["x"] == {"md5": "given123", "from": "given"}
     assert got["nope"] == {"md5": None, "from": "missing"}
-    monkeypatch.setattr(prov, "HASH_LIMIT_BYTES", 0)  # too big to hash: the lock entry is used
+    monkeypatch.setattr(hashes, "HASH_LIMIT_BYTES", 0)  # too big to hash: the lock entry is used
     (tmp_path / "data" / "shards").mkdir(parents=True)
     (tmp_path / "data" / "shards" / "f").write_text("1")
     assert prov.input_hashes(["data/shards"], root=tmp_path)["data/shards"]["from"] == "dvc.lock"
@@ -230,7 +232,7 @@ def test_versions_checked_against_the_lock(tmp_path):
     (tmp_path / "requirements" / "lock.txt").write_text(
         f"# header\nnumpy=={numpy_version}\npydantic==0.0.1\nnot-a-real-package-xyz==1.0\n"
     )
-    info = prov.package_versions(tmp_path)
+    info = environment.package_versions(tmp_path)
     assert info["packages"]["numpy"] == numpy_version
     assert info["lock"]["path"] == "requirements/lock.txt" and len(info["lock"]["sha256"]) == 64
     assert set(info["lock"]["mismatches"]) == {"pydantic"}
@@ -238,26 +240,37 @@ def test_versions_checked_against_the_lock(tmp_path):
     assert info["lock"]["missing"] == ["not-a-real-package-xyz"]
 
 
-def test_job_id_from_scheduler_env(monkeypatch):
+def test_job_from_scheduler_env(monkeypatch, repo):
     for key in ("SLURM_JOB_ID", "SLURM_ARRAY_TASK_ID", "PBS_JOBID"):
         monkeypatch.delenv(key, raising=False)
-    assert prov.job_id() == {"scheduler": None, "id": None}
+    assert environment.job() == {"scheduler": None, "id": None}
     monkeypatch.setenv("PBS_JOBID", "123.desched1")
-    assert prov.job_id() == {"scheduler": "pbs", "id": "123.desched1"}
+    assert environment.job() == {"scheduler": "pbs", "id": "123.desched1"}
     monkeypatch.setenv("SLURM_JOB_ID", "77")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
-    assert prov.job_id() == {"scheduler": "slurm", "id": "77_3"}
+    assert environment.job() == {"scheduler": "slurm", "id": "77_3"}
+    stamp = prov.collect(root=repo)
+    assert stamp["job"] == {"scheduler": "slurm", "id": "77_3"} and "job_id" not in stamp  # one field, not two
 
 
-def test_write_provenance_round_trips(repo):
+def test_write_provenance_records_this_run(repo, monkeypatch):
+    """The file holds facts known independently of the stamp: HEAD, the params given, the command, this machine."""
+    monkeypatch.setenv("WORLD_SIZE", "3")
     out = repo / "results" / "provenance.json"
-    stamp = prov.write_provenance(out, params={"seed": 7}, command="evaluate --x", root=repo)
+    prov.write_provenance(out, params={"seed": 7, "train": {"lr": 0.5}}, command="evaluate --x", root=repo,
+                          inputs={"params.yaml": None})
     loaded = json.loads(out.read_text())
-    assert loaded == json.loads(json.dumps(stamp))
-    assert loaded["seed"] == 7 and loaded["command"] == "evaluate --x"
-    assert loaded["hardware"]["cpu_count"] >= 1 and "gpu" in loaded["hardware"]
-    assert "torch" in loaded["versions"] and "mismatches" in loaded["lock"]
-    assert json.loads(prov.to_json(stamp))["commit"] == stamp["commit"]
+    assert loaded["commit"] == git(repo, "rev-parse", "HEAD") and loaded["branch"] == "main"
+    assert loaded["seed"] == 7 and loaded["params"] == {"seed": 7, "train": {"lr": 0.5}}
+    assert loaded["params_sha256"] == prov.params_hash({"train": {"lr": 0.5}, "seed": 7})
+    assert loaded["command"] == "evaluate --x" and loaded["world_size"] == 3
+    assert loaded["inputs"]["params.yaml"] == {"md5": prov.md5_file(repo / "params.yaml"), "from": "computed"}
+    assert loaded["hardware"]["cpu_count"] == os.cpu_count() and "gpu" in loaded["hardware"]
+    assert loaded["versions"]["numpy"] == importlib.metadata.version("numpy")
+    assert loaded["source"] is None  # no data/source.fingerprint.json in this repository
+    (repo / "data").mkdir()
+    (repo / "data" / "source.fingerprint.json").write_text('{"source": "x.zarr", "sha256": "ab"}')
+    assert prov.collect(root=repo)["source"] == {"source": "x.zarr", "sha256": "ab"}
     assert prov.git_state(repo)["dirty"] is False  # writing results does not dirty the tree
 
 
@@ -267,3 +280,7 @@ def test_param_differences():
     assert prov.param_differences(old, new) == [("train.lr", 0.001, 0.004)]
     assert prov.param_differences(old, new, ["seed", "model"]) == []
     assert prov.param_differences(old, new, ["train.lr"]) == [("train.lr", 0.001, 0.004)]
+    # number spellings (PyYAML reads 1e-3 as a string, DVC as a float) are the same value; a bool is no number
+    assert prov.param_differences({"a": {"lr": "1e-3", "l": [1, "2.0"]}}, {"a": {"lr": 0.001, "l": [1.0, 2]}}) == []
+    assert prov.param_differences({"x": True}, {"x": 1}) == [("x", True, 1)]
+    assert prov.param_differences({"a": {"b": 1}}, {"a": {}}, ["a.b"]) == [("a.b", 1, None)]  # a key gone

@@ -1,11 +1,19 @@
-"""torchrun with 2 gloo processes on CPU: DDP matches 1 process at the same global batch; FSDP trains and its
-checkpoint continues in a 1-process run."""
+"""torchrun with 2 gloo processes on CPU: DDP matches 1 process at the same global batch; FSDP splits every
+parameter between the ranks, trains, and its checkpoint continues in a 1-process run."""
 
 from __future__ import annotations
 
+import importlib
+import json
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
-from test_train import make_dataset, models, read_log, run_cli, weights, write_params
+from conftest import PACKAGE, make_dataset, read_log, run_cli, subprocess_env, weights, write_params
+
+models = importlib.import_module(f"{PACKAGE}.models")
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:The data type")]
 
@@ -51,3 +59,40 @@ def test_fsdp_two_processes_then_resume_in_one(tmp_path, model, extra):
     net, meta = models.load_model(tmp_path / "run" / "model.pt")
     assert meta["step"] == 6
     assert [int(r["step"]) for r in read_log(tmp_path / "run" / "log.csv")] == [1, 2, 3, 4, 5, 6]
+
+
+SHARD_REPORT = textwrap.dedent(
+    """
+    import json, os, sys
+    from {pkg}.config import ModelConfig
+    from {pkg}.distributed import Dist, wrap
+    from {pkg}.models import build_model
+
+    d = Dist(need_group=True)
+    net = build_model(ModelConfig(name=sys.argv[1], width=8), 8, 5, 8, 16)
+    full = {{n: [p.numel(), p.shape[0]] for n, p in net.named_parameters()}}
+    wrap(net, net, "fsdp", d)
+    local = {{n: p.to_local().numel() for n, p in net.named_parameters()}}
+    with open(os.path.join(sys.argv[2], f"rank{{d.rank}}.json"), "w") as f:
+        json.dump({{"full": full, "local": local}}, f)
+    d.close()
+    """
+)
+
+
+@pytest.mark.parametrize("model", ["unet", "vit"])
+def test_fsdp_splits_every_parameter_between_two_ranks(tmp_path, model):
+    """distributed.wrap with strategy fsdp, 2 processes: each rank holds part of each parameter, together all."""
+    script = tmp_path / "report.py"
+    script.write_text(SHARD_REPORT.format(pkg=PACKAGE))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(script), model,
+           str(tmp_path)]
+    result = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    _ok(result)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    full = ranks[0]["full"]
+    for name, (numel, rows) in full.items():
+        parts = [r["local"][name] for r in ranks]
+        assert sum(parts) == numel, (name, parts, numel)  # nothing replicated, nothing lost
+        if rows > 1:  # sharded along the first dimension
+            assert max(parts) < numel, (name, parts, numel)

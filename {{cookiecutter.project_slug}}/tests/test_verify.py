@@ -137,11 +137,12 @@ def test_missing_output_says_pull(project):
 
 def test_params_changed_after_the_run_fail(project):
     text = (project / "params.yaml").read_text()
-    (project / "params.yaml").write_text(text.replace("max_lead_hours: 72", "max_lead_hours: 48"))
+    (project / "params.yaml").write_text(text.replace("init_every_hours: 24", "init_every_hours: 48"))
     table = rows(verify.verify(project, use_dvc=False))
-    assert table[("dvc.lock", "stage evaluate")][0] == "FAIL"
+    result, detail = table[("dvc.lock", "stage evaluate")]
+    assert result == "FAIL" and "param evaluate.init_every_hours: locked 24, now 48" in detail
     result, detail = table[("stamp", "results/provenance.json")]
-    assert result == "FAIL" and "evaluate.max_lead_hours" in detail
+    assert result == "FAIL" and "param evaluate.init_every_hours was 24, params.yaml has 48" in detail
     # a param the evaluate stage does not declare does not fail its stamp (only the stale `make` stage)
     (project / "params.yaml").write_text(text.replace("lr: 2.0e-3", "lr: 0.004"))
     table = rows(verify.verify(project, use_dvc=False))
@@ -175,9 +176,37 @@ def test_dirty_stamp_and_dirty_tree_fail(project):
 
 def test_experiment_commit_verifies(project):
     """`dvc exp run -S` changes only params.yaml/dvc.lock/results: its stamp names the same code."""
-    dvc(project, "exp", "run", "-q", "-S", "evaluate.max_lead_hours=48", "-n", "short")
+    dvc(project, "exp", "run", "-q", "-S", "evaluate.init_every_hours=48", "-n", "short")
     dvc(project, "exp", "apply", "short")
     run(project, "git", "commit", "-qam", "adopt experiment")
     table = rows(verify.verify(project, use_dvc=False))
     assert table[("stamp", "results/provenance.json")][0] == "PASS", table
     assert not [r for r in table.values() if r[0] == "FAIL"], table
+
+
+def test_uncommitted_lock_or_results_fail(project):
+    """What is verified must be what is committed: an edited dvc.lock or result file fails, even if consistent."""
+    assert rows(verify.verify(project, use_dvc=False))[("committed", "dvc.lock, results")][0] == "PASS"
+    lock = project / "dvc.lock"
+    lock.write_text(lock.read_text() + "# edited\n")
+    result, detail = rows(verify.verify(project, use_dvc=False))[("committed", "dvc.lock, results")]
+    assert result == "FAIL" and "dvc.lock" in detail and "git add" in detail
+    run(project, "git", "checkout", "--", "dvc.lock")
+    metrics = project / "results" / "metrics.json"
+    metrics.write_text('{"n": 999}\n')
+    result, detail = rows(verify.verify(project, use_dvc=False))[("committed", "dvc.lock, results")]
+    assert result == "FAIL" and "results/metrics.json" in detail
+    assert verify.main(["--no-dvc"]) == 1
+
+
+def test_dvc_yaml_parsed_once(project, monkeypatch):
+    """One read of dvc.yaml per verify, not one per stamp or per changed file."""
+    dvcfile = importlib.import_module(PKG + ".dvcfile")
+    reads = []
+    original = dvcfile.read_yaml
+    monkeypatch.setattr(dvcfile, "read_yaml", lambda path: reads.append(Path(path).name) or original(path))
+    (project / "README.md").write_text("docs\n")  # a committed code change: the stamp walks the changed files
+    run(project, "git", "add", "README.md")
+    run(project, "git", "commit", "-qm", "docs")
+    verify.verify(project, use_dvc=False)
+    assert reads.count("dvc.yaml") == 1, reads

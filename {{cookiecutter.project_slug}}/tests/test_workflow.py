@@ -1,7 +1,11 @@
-"""The Snakemake DAG and the DVC stages agree, and sharding fans out one job per time block."""
+"""The Snakemake DAG and the DVC stages agree (outputs, params, code deps), the workflow is lint-clean, and sharding
+fans out one job per time block."""
 
 from __future__ import annotations
 
+import importlib
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,8 +22,6 @@ def stages(project_root: Path) -> dict:
 
 def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env_path = str(cwd / "src")
-    import os
-
     env = {**os.environ, "PYTHONPATH": env_path, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", *args], cwd=cwd, env=env, capture_output=True, text=True
@@ -56,20 +58,58 @@ def test_every_dvc_out_is_made_by_the_stage_rules(project_root):
             assert makers <= rules, f"dvc.yaml stage {name}: {out} is made by {makers}, not by its rules {rules}"
 
 
-def test_every_stage_param_is_read_by_its_rules(project_root):
-    """DVC reruns a stage when its params change; Snakemake reruns a rule when its `section(...)` changes:
-    the two lists must name the same params.yaml sections."""
-    rules_text = "\n".join(p.read_text() for p in (project_root / "workflow" / "rules").glob("*.smk"))
-    sections = {}
-    for block in re.split(r"^(?=rule \w+:)", rules_text, flags=re.M):
-        name = re.match(r"rule (\w+):", block)
-        read = re.search(r"params:\s*\n\s*section\(([^)]*)\)", block)
-        if name:
-            sections[name.group(1)] = set(re.findall(r'"(\w+)"', read.group(1))) if read else set()
+def test_snakemake_lint_is_clean(project_root):
+    """`snakemake --lint` exits 1 on any lint (rules wired by name, no literal paths or outside variables)."""
+    result = snakemake(project_root, "--lint", check=False)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+
+
+def test_dvc_yaml_deps_and_params_are_the_codes(pkg_name, project_root):
+    """Each stage's code deps = the import closure of what its rules run; its params = the leaf keys they read."""
+    deps = importlib.import_module(f"{pkg_name}.deps")
+    assert deps.check(project_root) == []
+    for stage in stages(project_root).values():
+        assert all(not isinstance(p, str) or "." in p or p == "seed" for p in stage.get("params", [])), stage
+
+
+def test_an_import_without_a_dep_fails(pkg_name, project_root, tmp_path, monkeypatch):
+    """The check above can fail: a copy of the package where data/stats.py imports one more module."""
+    deps = importlib.import_module(f"{pkg_name}.deps")
+    copy = tmp_path / "src" / pkg_name
+    shutil.copytree(project_root / "src" / pkg_name, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    stats = copy / "data" / "stats.py"
+    stats.write_text(stats.read_text() + "\n\ndef _later():\n    from ..metrics import rmse  # noqa: F401\n")
+    for name in ("dvc.yaml", "workflow"):
+        (tmp_path / name).symlink_to(project_root / name)
+    monkeypatch.setattr(deps, "PACKAGE_DIR", copy)
+    problems = deps.check(tmp_path)
+    assert f"dvc.yaml stage stats: deps lack src/{pkg_name}/metrics.py (imported by data/stats.py)." in problems[0]
+    assert any(p.startswith("dvc.yaml stage train: deps lack") for p in problems)  # train imports stats too
+
+
+def rule_blocks(project_root: Path) -> dict[str, str]:
+    text = "\n".join(p.read_text() for p in sorted((project_root / "workflow" / "rules").glob("*.smk")))
+    return {m.group(1): block for block in re.split(r"^(?=rule \w+:)", text, flags=re.M)
+            if (m := re.match(r"rule (\w+):", block))}
+
+
+def test_rules_read_what_deps_says(pkg_name, project_root):
+    """Snakemake reruns a rule when its `params: read=` change, DVC a stage when its params do: both are the leaf
+    keys of deps.RULES, and each rule's shell line runs the commands deps.RULES names."""
+    deps = importlib.import_module(f"{pkg_name}.deps")
+    pipeline = importlib.import_module(f"{pkg_name}.pipeline")
+    blocks = rule_blocks(project_root)
+    assert set(blocks) == set(deps.RULES), "every rule is in deps.RULES and the other way round"
+    plan = pipeline.Plan(params=importlib.import_module(f"{pkg_name}.config").load_params(
+        project_root / "params.yaml"), blocks=["0000"], source_digest="")
+    for name, rule in deps.RULES.items():
+        assert re.findall(r"\{params\.cli\} ([\w-]+)", blocks[name]) == list(rule.commands), name
+        if rule.commands:
+            assert f'read=PLAN.reads("{name}")' in blocks[name] and f'code=PLAN.code("{name}")' in blocks[name]
+            assert list(plan.reads(name)) == deps.param_keys([name])
     for name, stage in stages(project_root).items():
-        read = set().union(*(sections.get(rule, set()) for rule in allowed_rules(stage["cmd"])))
-        declared = {p.split(".")[0] for p in stage.get("params", [])}
-        assert declared == read, f"stage {name}: dvc.yaml params {declared} but its rules read {read}"
+        assert stage.get("params", []) == deps.param_keys(allowed_rules(stage["cmd"])), name
+    assert "data.splits.test" not in deps.param_keys(["fingerprint", "synthesize", "shard", "stats", "train"])
 
 
 @pytest.fixture()
@@ -110,3 +150,79 @@ def test_sharding_fans_out_and_rebuilds_only_what_is_missing(small_project):
 
     again = snakemake(small_project, "shards", "--cores", "2")
     assert shard_jobs(again.stdout + again.stderr) == 0
+
+
+def sh(cwd: Path, *cmd: str) -> str:
+    env = {**os.environ, "PYTHONPATH": str(cwd / "src"), "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1",
+           "GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@e.org", "GIT_COMMITTER_NAME": "T",
+           "GIT_COMMITTER_EMAIL": "t@e.org", "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{cmd}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def local_source(project: Path, pkg_name: str, dest: Path) -> Path:
+    """A 'real' local zarr source: the synthetic atmosphere of the project's params, written as a plain store."""
+    config = importlib.import_module(f"{pkg_name}.config")
+    synthetic = importlib.import_module(f"{pkg_name}.data.synthetic")
+    synthetic.generate(config.load_params(project / "params.yaml")).to_zarr(dest, mode="w", zarr_format=3,
+                                                                              consolidated=False)
+    return dest
+
+
+def test_real_source_never_synthesizes_and_its_change_reruns_the_shards(small_project, pkg_name, tmp_path):
+    """With data.source a local zarr store: the shards stage (its dvc.yaml command) makes no synthetic store;
+    after one value of the store changes, the fingerprint (refreshed by `fingerprint`) makes `dvc status` list
+    the shards stage, and `verify` sees it before the refresh."""
+    source = local_source(small_project, pkg_name, tmp_path / "era5.zarr")
+    params = yaml.safe_load((small_project / "params.yaml").read_text())
+    params["data"].update(source=str(source), variables=["geopotential", "temperature", "2m_temperature"])
+    (small_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh(small_project, "git", "init", "-q", "-b", "main")
+    if not (small_project / ".dvc").is_dir():  # a copy of a baked project has it already
+        sh(small_project, sys.executable, "-m", "dvc", "init", "-q")
+    sh(small_project, "git", "add", "-A")
+    sh(small_project, "git", "commit", "-qm", "real source")
+    sh(small_project, sys.executable, "-m", "dvc", "repro", "-q", "shards")
+    assert len(list((small_project / "data" / "shards").glob("block_*.zarr"))) == 4
+    assert not (small_project / "data" / "synthetic.zarr").exists()
+    sh(small_project, "git", "add", "-A")
+    sh(small_project, "git", "commit", "-qm", "shards")
+
+    def status() -> dict:
+        return json.loads(sh(small_project, sys.executable, "-m", "dvc", "status", "--json", "shards"))
+
+    assert status() == {}
+    import zarr
+
+    temperature = zarr.open_array(source / "temperature", mode="r+")
+    temperature[3, 0, 2, 2] = temperature[3, 0, 2, 2] + 1.0
+    verify = importlib.import_module(f"{pkg_name}.verify")
+    report = verify.Report()
+    verify.check_source(report, small_project, params)
+    assert report.rows[0][2] == "FAIL" and "changed since the shards were made" in report.rows[0][3]
+    sh(small_project, sys.executable, "-m", f"{pkg_name}.cli", "fingerprint")
+    changed = status()
+    assert set(changed) == {"shards"}, changed
+    assert {"changed deps": {"data/source.fingerprint.json": "modified"}} in changed["shards"]
+
+
+def test_shards_target_builds_the_static_fields_and_drops_them_when_unlisted(small_project, pkg_name):
+    """`snakemake shards` (the DVC shards stage) writes data/shards/static.zarr when data.static lists fields, and
+    removes it again when the list is emptied (a stale store must not be mistaken for the current one)."""
+    import importlib
+
+    path = small_project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["data"]["static"] = ["land_sea_mask", "geopotential_at_surface"]
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    done = snakemake(small_project, "shards", "--cores", "2")
+    assert re.search(r"^static\s+1", done.stdout + done.stderr, re.M), "one static job"
+    store = small_project / "data" / "shards" / "static.zarr"
+    names, fields = importlib.import_module(f"{pkg_name}.data.statics").read_static(store)
+    assert names == params["data"]["static"] and fields.shape == (2, 8, 16)
+    assert len(list(store.parent.glob("block_*.zarr"))) == 4
+    params["data"]["static"] = []
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    snakemake(small_project, "shards", "--cores", "2", "--rerun-triggers", "mtime")  # the blocks are unchanged
+    assert not store.exists() and len(list(store.parent.glob("block_*.zarr"))) == 4

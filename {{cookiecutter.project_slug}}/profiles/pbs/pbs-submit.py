@@ -6,7 +6,7 @@ set per rule in profiles/default/config.yaml and by default in profiles/pbs/conf
     nodes (1)          chunks of `-l select=` (one per node)
     tasks (1)          processes per node            -> ncpus = tasks x cpus_per_task
     cpus_per_task (1)  CPUs per process
-    gpu (0)            GPUs per node                 -> ngpus=
+    ngpus (0)          GPUs per node                 -> ngpus=
     mem_mb             memory per node, MB           -> mem=
     runtime            minutes                       -> -l walltime=HH:MM:00
     pbs_account        -A          pbs_queue   -q
@@ -45,8 +45,8 @@ def qsub_command(props: dict, jobscript: str) -> list[str]:
     nodes = int(res.get("nodes") or 1)
     ncpus = int(res.get("tasks") or 1) * int(res.get("cpus_per_task") or props.get("threads") or 1)
     select = f"select={nodes}:ncpus={ncpus}"
-    if int(res.get("gpu") or 0) > 0:
-        select += f":ngpus={int(res['gpu'])}"
+    if int(res.get("ngpus") or 0) > 0:  # not `gpu`: the Slurm plugin reads that one (--gpus)
+        select += f":ngpus={int(res['ngpus'])}"
     if res.get("mem_mb"):
         select += f":mem={int(res['mem_mb'])}mb"
     cmd = ["qsub", "-N", str(props.get("rule") or "snakejob")[:200], "-l", select]

@@ -1,6 +1,6 @@
 """One command, a subcommand per pipeline step.
 
-    <package> synthesize | shard | stats | train | evaluate | forecast | report | stations | verify | ...
+    <package> preflight | fingerprint | synthesize | shard | stats | train | evaluate | report | verify | deps ...
 
 Each subcommand is the `main(argv)` of the module that owns the step, so `python -m <package>.cli train --help`
 and `python -m <package>.train --help` say the same thing. Modules are imported only when their step runs,
@@ -16,8 +16,11 @@ from .errors import USER_ERROR_EXIT_CODE, ForgeError
 
 # subcommand -> (module relative to this package, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "preflight": (".preflight", "check params.yaml against the data (variables, times, splits, channels, ...)"),
+    "fingerprint": (".fingerprint", "describe data.source cheaply (sizes, mtimes, metadata; ETags for URLs)"),
     "synthesize": (".data.synthetic", "write the built-in synthetic atmosphere as a zarr store"),
     "shard": (".data.shard", "write one time block of the source as a zarr shard"),
+    "static": (".data.statics", "write the static fields (data.static) beside the shards, normalized"),
     "stats": (".data.stats", "normalization statistics of the train split"),
     "train": (".train", "train the model (a torchrun entry point)"),
     "launch": (".launch", "start training with torchrun / srun / mpiexec as the scheduler needs"),
@@ -28,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": (".verify", "check that outputs match dvc.lock and this commit"),
     "profile": (".profiles", "install the cluster profile so `snakemake --profile NAME` works"),
     "check-params": (".config", "validate params.yaml and print the resolved values"),
+    "deps": (".deps", "each DVC stage's params and code deps, from the code; --check compares with dvc.yaml"),
+    "ui": (".ui.server", "the web app: configure, launch, watch and compare experiments in a browser"),
 }
 
 

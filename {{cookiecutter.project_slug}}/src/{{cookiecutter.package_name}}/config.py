@@ -15,8 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ParamsError
-from .regions import WB2_REGIONS
-from .regions import check_names as check_region_names
+from .regionboxes import WB2_REGIONS
+from .regionboxes import check_names as check_region_names
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -67,14 +67,18 @@ class SplitsConfig(Section):
 
 
 class DataConfig(Section):
-    source: str = "synthetic"
-    variables: list[str] = []
+    source: str | list[str] = "synthetic"  # one entry, or a list (e.g. one glob per variable, as RDA/CDS ship them)
+    variables: list[str] = []  # WeatherBench2 names
+    rename: dict[str, str] = {}  # source variable name -> WeatherBench2 name, for names the built-in table lacks
     levels: list[int] = []
     start: str = "2000-01-01"
     end: str = "2001-03-31T18:00"
     time_stride: int = Field(1, ge=1)
     coarsen: int = Field(1, ge=1)
     block_size: int = Field(240, ge=2)
+    grid: str = ""  # "" = the source grid (or data.coarsen); else a named grid ("240x121", "1.5deg") or a grid file
+    static: list[str] = []  # time-invariant input fields (WeatherBench2 names), e.g. land_sea_mask
+    static_source: str | list[str] = ""  # where data.static comes from; "" = data.source
     splits: SplitsConfig
     synthetic: SyntheticConfig = SyntheticConfig()
 
@@ -83,6 +87,40 @@ class DataConfig(Section):
     def _iso(cls, value: str) -> str:
         _parse_time(value)
         return value
+
+    @field_validator("source")
+    @classmethod
+    def _entries(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and (not value or not all(value)):
+            raise ValueError("a list of sources must hold at least one non-empty path or glob")
+        return value
+
+    @model_validator(mode="after")
+    def _static_and_grid(self) -> DataConfig:
+        both = sorted(set(self.static) & set(self.variables))
+        if both:
+            raise ValueError(f"@data.static: {both} are also in data.variables; a field is either predicted or static")
+        for key in ("variables", "static"):
+            names = getattr(self, key)
+            if len(set(names)) != len(names):
+                raise ValueError(f"@data.{key}: {names} lists a name twice")
+        if self.grid and self.coarsen > 1:
+            raise ValueError(f"@data.coarsen: {self.coarsen} and data.grid {self.grid!r} both regrid; keep one "
+                             "(data.coarsen: 1 with data.grid)")
+        return self
+
+    @model_validator(mode="after")
+    def _splits_inside_the_data(self) -> DataConfig:
+        start, end = _parse_time(self.start), _parse_time(self.end)
+        if end < start:
+            raise ValueError(f"@data.end: {self.end!r} is before data.start {self.start!r}; make data.end later")
+        for name, (lo, hi) in self.splits.ranges().items():
+            if _parse_time(lo) < start or _parse_time(hi) > end:
+                raise ValueError(
+                    f"@data.splits.{name}: [{lo}, {hi}] reaches outside the data (data.start {self.start} .. "
+                    f"data.end {self.end}); move the split inside that range, or widen data.start/data.end"
+                )
+        return self
 
     @model_validator(mode="after")
     def _source_needs_variables(self) -> DataConfig:
@@ -123,6 +161,7 @@ class TrainConfig(Section):
     init_from: str = ""
     freeze: list[str] = []
     allow_dirty: bool = False
+    compile: bool = False  # torch.compile the network and loss (faster steps on a GPU after a one-off compile)
 
 
 class SpectraConfig(Section):
@@ -211,6 +250,23 @@ class Params(Section):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _leads_within_the_rollout(self) -> Params:
+        ev = self.evaluate
+        if ev.max_lead_hours < self.train.lead_hours:
+            raise ValueError(
+                f"@evaluate.max_lead_hours: {ev.max_lead_hours} is shorter than one model step (train.lead_hours = "
+                f"{self.train.lead_hours}); raise it to at least {self.train.lead_hours}"
+            )
+        for key in ("key_leads_hours", "map_leads_hours"):
+            beyond = [h for h in getattr(ev, key) if h > ev.max_lead_hours]
+            if beyond:
+                raise ValueError(
+                    f"@evaluate.{key}: {beyond} lie beyond evaluate.max_lead_hours ({ev.max_lead_hours}), so they "
+                    f"would never be scored; drop them or raise evaluate.max_lead_hours"
+                )
+        return self
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Loading and error messages
@@ -276,13 +332,17 @@ def load_params(path: Path | str = DEFAULT_PARAMS) -> Params:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`<package> check-params [PATH]`: validate params.yaml and print the resolved values."""
-    import argparse
+    """`<package> check-params [PATH]`: validate params.yaml and print the resolved values.
 
-    parser = argparse.ArgumentParser(prog="check-params", description=main.__doc__)
-    parser.add_argument("params", nargs="?", default=str(DEFAULT_PARAMS))
+    Checks params alone (types, names, ranges, keys across sections); `<package> preflight` also checks them
+    against the data."""
+    from . import cliargs
+
+    parser = cliargs.parser("check-params", main.__doc__, "params")
+    parser.add_argument("path", nargs="?", help="params file (same as --params)")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
+    path = args.path or args.params
+    params = load_params(path)
     print(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False), end="")
-    print(f"{args.params}: OK")
+    print(f"{path}: OK")
     return 0

@@ -39,3 +39,8 @@ class EvaluationError(ForgeError, ValueError):
 
 class DirtyCodeError(ForgeError, RuntimeError):
     """Tracked code differs from the commit and allow_dirty is false (the CLI prints it as one error line)."""
+
+
+class IntegrityError(ForgeError, ValueError):
+    """A file a run reads back (stats.json, a checkpoint, models/model.pt) does not match the checksum written with
+    it, or cannot be parsed: the message names the file and how to get a good copy back."""

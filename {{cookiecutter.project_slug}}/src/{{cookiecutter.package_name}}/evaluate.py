@@ -199,7 +199,7 @@ def plan(args: argparse.Namespace, params) -> Plan:
     from .inference import check_grid, load_forecaster, model_forecaster
 
     cfg = params.evaluate
-    model, meta, normalizer = load_forecaster(args.model, args.stats, args.device)
+    model, meta, normalizer = load_forecaster(args.model, args.stats, args.device, shards=args.shards)
     reader = ShardReader(args.shards)
     check_grid(meta, reader, args.model)
     lead_hours = int(meta.get("lead_hours", params.train.lead_hours))

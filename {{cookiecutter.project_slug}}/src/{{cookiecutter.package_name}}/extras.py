@@ -3,8 +3,9 @@
 `setup` checks every option against the data before the first rollout (errors name the key, the value and the fix)
 and returns an `Extras`: what will be scored, and `scorers()` that make the streaming scorers (scorers.py).
 
-    regions        evaluate.regions, plus their _land / _sea variants when evaluate.land_sea_mask names a file; a
-                   region that holds no point of a coarse grid is skipped and listed (evaluation.json, the report)
+    regions        evaluate.regions, plus their _land / _sea variants when a land-sea mask is available: the file
+                   evaluate.land_sea_mask, else a static land_sea_mask of the shards (data.static); a region that
+                   holds no point of a coarse grid is skipped and listed (evaluation.json, the report)
     spectra        evaluate.spectra.leads_hours that were evaluated (the longest lead if none was), band checked
     ensemble       evaluate.ensemble.members > 1: members from checkpoints (evaluate.ensemble.checkpoints, or the
                    evaluated model) and initial-condition noise (evaluate.ensemble.perturbation)
@@ -25,6 +26,7 @@ from . import regions, scorers, spectra
 from .errors import EvaluationError
 
 HOUR = np.timedelta64(1, "h")
+ROUND_OFF = 1e-5  # of a land fraction read back from the normalized float32 static store
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Extras:
     region_names: list[str] = field(default_factory=list)
     regions_skipped: list[str] = field(default_factory=list)
     land_sea_mask: np.ndarray | None = None
+    land_sea_mask_source: str | None = None
     spectra_leads: list[int] = field(default_factory=list)
     members: Callable | None = None  # fn(x0, init_times, n_steps) -> iterator of (M, B, C, H, W)
     n_members: int = 1
@@ -63,7 +66,7 @@ class Extras:
         return {
             "regions": self.region_names,
             "regions_skipped": self.regions_skipped,
-            "land_sea_mask": self.land_sea_mask is not None,
+            "land_sea_mask": self.land_sea_mask_source,
             "spectra_leads_hours": self.spectra_leads,
             "ensemble_members": self.n_members if self.members is not None else 1,
             "station_variables": self.station_variables,
@@ -77,7 +80,7 @@ def setup(params, params_path, reader, inits: np.ndarray, leads: Sequence[int], 
     cfg = params.evaluate
     lat, lon = reader.latitude, reader.longitude
     extras = Extras(bias_map_leads=list(map_leads), significance=cfg.significance.samples > 0 and len(inits) >= 2)
-    _regions(extras, cfg, params_path, lat, lon)
+    _regions(extras, cfg, params_path, reader)
     extras.spectra_leads = _spectra_leads(cfg, params_path, leads, lat, lon)
     if cfg.ensemble.members > 1:
         from .ensemble import ensemble_forecaster
@@ -90,10 +93,28 @@ def setup(params, params_path, reader, inits: np.ndarray, leads: Sequence[int], 
     return extras
 
 
-def _regions(extras: Extras, cfg, params_path, lat, lon) -> None:
-    names = list(cfg.regions)
+def land_sea_mask(cfg, shards: Path, lat, lon) -> tuple[np.ndarray | None, str | None]:
+    """(land fraction (H, W), where it came from): evaluate.land_sea_mask, else the shards' static land_sea_mask
+    (data.static), else (None, None)."""
     if cfg.land_sea_mask:
-        extras.land_sea_mask = regions.load_land_sea_mask(cfg.land_sea_mask, lat, lon)
+        return regions.load_land_sea_mask(cfg.land_sea_mask, lat, lon), str(cfg.land_sea_mask)
+    from .data.statics import STATIC_STORE, physical_static, read_static
+
+    static = Path(shards) / STATIC_STORE.name
+    if not (static.exists() and "land_sea_mask" in read_static(static, lat, lon)[0]):
+        return None, None
+    mask = physical_static(static, "land_sea_mask")
+    # The store keeps (x - mean) / std in float32: an all-land cell comes back as 1 - 1e-7, which would give it a
+    # sea weight. Within ROUND_OFF of 0 or 1 a fraction is 0 or 1 (a real coast is never that close to either).
+    mask = np.where(np.abs(mask) <= ROUND_OFF, 0.0, np.where(np.abs(mask - 1.0) <= ROUND_OFF, 1.0, mask))
+    return regions.check_land_sea_mask(mask, lat, lon), f"{static} (land_sea_mask)"
+
+
+def _regions(extras: Extras, cfg, params_path, reader) -> None:
+    lat, lon = reader.latitude, reader.longitude
+    names = list(cfg.regions)
+    extras.land_sea_mask, extras.land_sea_mask_source = land_sea_mask(cfg, reader.dir, lat, lon)
+    if extras.land_sea_mask is not None:
         names = regions.with_surfaces(names)
     extras.regions_skipped = regions.empty_regions(names, lat, lon, extras.land_sea_mask)
     extras.region_names = [n for n in names if n not in extras.regions_skipped]
@@ -150,7 +171,7 @@ def load_member_forecasters(cfg, model_path, stats_path, device, main_meta, read
     for path in cfg.ensemble.checkpoints:
         if not Path(path).exists():
             raise EvaluationError(f"evaluate.ensemble.checkpoints: {path} not found. Fix: list existing model files.")
-        model, meta, normalizer = load_forecaster(path, stats_path, device)
+        model, meta, normalizer = load_forecaster(path, stats_path, device, shards=reader.dir)
         check_grid(meta, reader, path)
         if meta.get("lead_hours") != main_meta.get("lead_hours"):
             raise EvaluationError(

@@ -103,7 +103,7 @@ def _forecast(args: argparse.Namespace) -> int:
     members = params.evaluate.ensemble.members if args.members is None else args.members
     if members < 1:
         raise EvaluationError(f"--members {members}: must be at least 1.")
-    model, meta, normalizer = load_forecaster(args.model, args.stats, args.device)
+    model, meta, normalizer = load_forecaster(args.model, args.stats, args.device, shards=args.shards)
     lead_hours = int(meta.get("lead_hours", params.train.lead_hours))
     steps = args.steps if args.steps is not None else max(1, params.evaluate.max_lead_hours // lead_hours)
     if steps < 1:

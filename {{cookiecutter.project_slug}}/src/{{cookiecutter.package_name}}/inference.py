@@ -1,8 +1,9 @@
 """The inference core that `evaluate`, `forecast` and `climatology` share: states read from the shards by time,
-the trained forecaster and its grid check, the autoregressive rollout, and deterministic numerics.
+the trained forecaster (with its static fields, if any) and its grid check, the autoregressive rollout, and
+deterministic numerics.
 
     reader = ShardReader("data/shards")
-    model, meta, normalizer = load_forecaster("models/model.pt", "data/stats.json")
+    model, meta, normalizer = load_forecaster("models/model.pt", "data/stats.json", shards="data/shards")
     check_grid(meta, reader, "models/model.pt")
     for state in rollout(model, normalizer, reader.read(inits), inits, n_steps, lead_hours, reader.latitude,
                          reader.longitude):
@@ -12,7 +13,6 @@ the trained forecaster and its grid check, the autoregressive rollout, and deter
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +27,10 @@ HOUR = np.timedelta64(1, "h")
 # part, so 0 deg and 359 deg are held to the same standard). 1e-4 deg is about 11 m: far below any model grid's
 # spacing, far above the float32 round-off of coordinates written and read back (< 4e-5 deg at 360).
 GRID_TOLERANCE_DEG = 1e-4
+# The static fields of the shards are those the model was trained with when every normalized value agrees to this:
+# far above float32 round-off of a field recomputed on another machine (~1e-6), far below any real change of a mask
+# or an orography (a 1 m change of a 1 km-std orography is 1e-3).
+STATIC_TOLERANCE = 1e-4
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -134,16 +138,22 @@ def check_grid(meta: Mapping, reader: ShardReader, model_path) -> None:
 # The forecaster
 
 
-def load_forecaster(model_path: str | Path, stats_path: str | Path | None = None, device: str = "cpu"):
-    """(model, meta, normalizer) for inference; the normalizer is the one the model was trained with."""
+def load_forecaster(model_path: str | Path, stats_path: str | Path | None = None, device: str = "cpu",
+                    shards: str | Path | None = None):  # fmt: skip
+    """(model, meta, normalizer) for inference; the normalizer is the one the model was trained with. A model
+    trained with static fields gets them from `shards`/static.zarr (checked against the ones it was trained with)
+    appended to every input: `model` takes cat(state, forcings) like any other."""
     from .data.stats import Normalizer
-    from .models import load_model
+    from .modelfile import ModelFile
+    from .models import with_static
 
     model_path = Path(model_path)
     if not model_path.exists():
         raise EvaluationError(f"{model_path}: model file not found. Fix: run the train step, or pass --model PATH.")
-    model, meta = load_model(model_path, map_location=device)
-    model.eval()
+    saved = ModelFile.load(model_path, map_location=device)
+    model, meta = saved.build(device), saved.meta()
+    if saved.static:
+        model = with_static(model, checked_static(saved, shards, model_path)).to(device).eval()
     stats = meta.get("stats")
     if stats is None:
         if stats_path is None or not Path(stats_path).exists():
@@ -154,6 +164,43 @@ def load_forecaster(model_path: str | Path, stats_path: str | Path | None = None
     if list(stats["channels"]) != list(meta["channels"]):
         raise EvaluationError(f"{model_path}: the model's channels and its stats' channels differ. Fix: retrain.")
     return model, meta, Normalizer.from_dict(stats)
+
+
+def checked_static(saved, shards: str | Path | None, model_path) -> np.ndarray:
+    """The normalized static fields [S, lat, lon] of `shards`/static.zarr, which must hold the fields the model file
+    `saved` was trained with (same names, on its grid, values within STATIC_TOLERANCE): else an EvaluationError
+    with the fix."""
+    from .data.statics import STATIC_STORE, read_static
+    from .errors import DataError
+
+    names = [str(n) for n in saved.static]
+    retrain = (f"set data.static: [{', '.join(names)}] (and the data.static_source the model was trained with) in "
+               "params.yaml and rebuild the shards (`dvc repro shards` or `snakemake shards`), or use the shards the "
+               "model was trained on, or retrain the model on these shards")
+    if shards is None:
+        raise EvaluationError(f"{model_path} was trained with static inputs {names}: they come from the shards' "
+                              f"{STATIC_STORE.name}. Fix: pass the shards directory (--shards DIR).")
+    path = Path(shards) / STATIC_STORE.name
+    if not path.exists():
+        raise EvaluationError(f"{model_path} was trained with static inputs {names}, but {path} does not exist. "
+                              f"Fix: {retrain}.")
+    try:
+        have, fields = read_static(path, saved.latitude, saved.longitude)
+    except DataError as exc:
+        raise EvaluationError(f"{exc} (the grid of {model_path})") from None
+    if have != names:
+        raise EvaluationError(f"{path} holds the static fields {have}, but {model_path} was trained with {names}. "
+                              f"Fix: {retrain}.")
+    trained = saved.static_fields.detach().cpu().numpy()
+    for k, name in enumerate(names):
+        diff = np.abs(fields[k] - trained[k])
+        if not np.all(diff <= STATIC_TOLERANCE):
+            raise EvaluationError(
+                f"{path}: static field {name!r} differs from the one {model_path} was trained with, by up to "
+                f"{np.nanmax(diff):.4g} (normalized) at {int((~(diff <= STATIC_TOLERANCE)).sum())} grid points: "
+                f"another static source or a rebuilt field. Fix: {retrain}."
+            )
+    return fields
 
 
 def rollout(
@@ -213,15 +260,15 @@ def deterministic(device: str = "cpu") -> Iterator[None]:
     """
     import torch
 
+    from .distributed import deterministic_kernels
+
     threads, was_deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    if device.startswith("cuda"):
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # needed by deterministic cuBLAS
-    else:
+    if not device.startswith("cuda"):
         torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
+    deterministic_kernels(True)
     try:
         yield
     finally:  # leave the process as it was (tests call main() in-process)
         torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(was_deterministic)
+        if not was_deterministic:
+            deterministic_kernels(False)

@@ -17,6 +17,11 @@ batch job it then asks Slurm to requeue the job (`scontrol requeue $SLURM_JOB_ID
 back to PENDING, reruns the same rule, and training resumes from the newest checkpoint, while Snakemake keeps
 polling the same job. Set FORGE_REQUEUE=0 to turn that off. On PBS (no self-requeue for users) the job fails
 with 75 and the profile's `retries` resubmits it; training resumes the same way.
+
+Signals and lifetime (lifetime.py): SIGTERM, SIGUSR1 or SIGHUP to the launcher is passed on to its child and from
+there to every rank (each checkpoints and exits 75); if the launcher dies (even of SIGKILL) its child gets SIGTERM,
+and torchrun workers die with torchrun. The launcher locks the run folder first: a second run on the same
+--run-dir stops at once with a message naming the first.
 """
 
 from __future__ import annotations
@@ -33,10 +38,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import REQUEUE_EXIT_CODE, ForgeError
+from .lifetime import LOCK_ENV, RunLock, terminate_with
 
 DEFAULT_PORT = 29500  # rendezvous port base; inside a job the job id is added so jobs sharing a node differ
 # torchrun forwards these to the workers and waits for them (default list lacks SIGUSR1, Slurm's warning signal)
 FORWARDED_SIGNALS = "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1"
+# what the launcher passes on to its child (SIGINT reaches the whole foreground process group from a terminal)
+FORWARDED = (signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP)
 SHUTDOWN_TIMEOUT_S = 120  # how long torchrun waits for workers to checkpoint after a signal before SIGKILL
 
 
@@ -179,24 +187,32 @@ def run_dir_of(train_args: list[str]) -> Path:
 
 
 def run(p: Plan) -> int:
-    """Run the plan; the exit code is the trainer's, REQUEUE_EXIT_CODE when it checkpointed on a signal."""
+    """Run the plan; the exit code is the trainer's, REQUEUE_EXIT_CODE when it checkpointed on a signal.
+
+    The launcher holds the run folder's lock and hands it to its child (torchrun keeps the descriptor open until
+    its workers are gone); the child gets SIGTERM if the launcher dies; a signal to the launcher is passed on to
+    the child, which passes it to every worker (torchrun --signals-to-handle, srun, mpiexec).
+    """
     if p.command is None:
         from . import train  # lazily: torch is imported only when training runs
 
         return int(train.main(p.train_args) or 0)
-    marker = run_dir_of(p.train_args) / "REQUEUE"
+    run_dir = run_dir_of(p.train_args)
+    marker = run_dir / "REQUEUE"
     started = time.time()
-    # Slurm and PBS signal every process of the job; the children handle them. The launcher only waits, so a
-    # signal must not kill it before the exit code of the workers is known.
-    caught: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, _frame: caught.append(signum))
-                for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP)}
-    try:
-        child = subprocess.Popen(p.command)
-        code = child.wait()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    with RunLock(run_dir) as lock:
+        child = subprocess.Popen(p.command, pass_fds=() if lock.fd is None else (lock.fd,),
+                                 env={**os.environ, LOCK_ENV: str(lock.path)}, preexec_fn=terminate_with(os.getpid()))
+
+        def forward(signum: int, _frame) -> None:
+            child.send_signal(signum)
+
+        previous = {s: signal.signal(s, forward) for s in FORWARDED}
+        try:
+            code = child.wait()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
     if code != 0 and marker.exists() and marker.stat().st_mtime >= started - 1:
         code = REQUEUE_EXIT_CODE
     return code

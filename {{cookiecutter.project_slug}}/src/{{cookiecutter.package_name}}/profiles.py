@@ -1,6 +1,7 @@
 """Make `snakemake --profile slurm` (or pbs) work as typed, from the project root.
 
     <package> profile install slurm     link ~/.config/snakemake/slurm -> <project>/profiles/slurm
+    <package> profile install           the same for the site chosen when the project was made (.cruft.json)
     <package> profile uninstall slurm   remove that link (only if it points into this project)
     <package> profile list              this project's profiles and where a bare `--profile NAME` resolves
 
@@ -9,18 +10,21 @@ Snakemake resolves a bare profile name in the current directory, then in the use
 profiles/default/ (the per-rule resources) by itself. The link keeps the profile in the project, so edits and
 `git pull` apply, and Snakemake finds the PBS scripts next to the linked config. A bare name can point to one
 project only: installing over another project's link needs --force. `--profile profiles/slurm` always works
-without installing anything.
+without installing anything. Every project has all three site profiles (local, slurm, pbs); the site answered at
+bake time chose their presets (account, partition or queue, GPUs) and the default one.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import os
 from pathlib import Path
 
+from . import cliargs
 from .errors import ForgeError
 
 WORKFLOW_PROFILE = "default"  # applied automatically; installing it as a global profile would be wrong
+SITE_PROFILE = {"local": "local", "generic-slurm": "slurm", "generic-pbs": "pbs", "derecho": "pbs", "casper": "pbs"}
 
 
 def user_config_dir() -> Path:
@@ -47,12 +51,21 @@ def site_profiles(root: Path) -> list[str]:
                   if p.is_dir() and p.name != WORKFLOW_PROFILE and (p / "config.yaml").is_file())
 
 
+def default_profile(root: Path) -> str:
+    """The profile of the site answered at bake time (.cruft.json), else "local"."""
+    try:
+        site = json.loads((root / ".cruft.json").read_text())["context"]["cookiecutter"]["site"]
+    except (OSError, ValueError, KeyError, TypeError):
+        site = "local"
+    return SITE_PROFILE.get(site, "local")
+
+
 def install(name: str, root: Path, dest_dir: Path, force: bool = False) -> Path:
     """Link dest_dir/name to root/profiles/name; returns the link. Refuses to replace anything it did not make."""
     available = site_profiles(root)
     if name not in available:
         raise ForgeError(f"profile '{name}': not in {root / 'profiles'} (there: {', '.join(available) or 'none'}). "
-                         "Fix: pick one of those; profiles of other sites were left out when the project was made.")
+                         "Fix: pick one of those (`default` holds the per-rule resources and applies by itself).")
     target = (root / "profiles" / name).resolve()
     link = dest_dir / name
     if link.is_symlink():
@@ -91,12 +104,12 @@ def resolves_to(name: str, cwd: Path, dest_dir: Path) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="profile", description=__doc__.splitlines()[0], epilog=__doc__.split(
-        "\n", 2)[2], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cliargs.parser("profile", __doc__)
     sub = parser.add_subparsers(dest="action", required=True)
     for action in ("install", "uninstall"):
         p = sub.add_parser(action)
-        p.add_argument("name", help="slurm | pbs | local (the folders under profiles/)")
+        p.add_argument("name", nargs="?", help="slurm | pbs | local (the folders under profiles/; default: the "
+                                               "site chosen when the project was made)")
         p.add_argument("--dest", type=Path, default=None, help="profile folder (default: Snakemake's user one)")
         if action == "install":
             p.add_argument("--force", action="store_true", help="replace a link to another project's profile")
@@ -105,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = project_root()
     dest = args.dest or user_config_dir()
+    if args.action != "list" and not args.name:
+        args.name = default_profile(root)
     if args.action == "install":
         link = install(args.name, root, dest, args.force)
         print(f"{link} -> {link.resolve()}\nNow, from {root}: snakemake --profile {args.name}")
@@ -114,5 +129,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for name in site_profiles(root):
             where = resolves_to(name, Path.cwd(), dest) or f"not found: run `profile install {name}`"
-            print(f"{name:8s} profiles/{name}   `--profile {name}` -> {where}")
+            mark = " (default)" if name == default_profile(root) else ""
+            print(f"{name:8s} profiles/{name}   `--profile {name}` -> {where}{mark}")
     return 0

@@ -72,7 +72,7 @@ def regions_view(results: dict, leads: list[int]) -> dict | None:
         for ch in channels
     ]  # fmt: skip
     return {"leads": leads, "columns": ["RMSE", "vs pers.", "vs clim.", "bias", "ACC"], "tables": tables,
-            "skipped": ev.get("regions_skipped") or [], "land_sea": bool(ev.get("land_sea_mask"))}  # fmt: skip
+            "skipped": ev.get("regions_skipped") or [], "land_sea": ev.get("land_sea_mask")}  # fmt: skip
 
 
 def spectra_view(results: dict, headline: list[str]) -> dict | None:

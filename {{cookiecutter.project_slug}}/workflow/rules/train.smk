@@ -4,19 +4,27 @@
 
 rule train:
     input:
-        SHARDS,
-        "data/stats.json",
+        params=ancient(PARAMS_FILE),
+        shards=SHARDS,
+        static=STATIC,
+        stats=rules.stats.output.json,
     output:
-        "models/model.pt",
-        "results/train_log.csv",
+        model=update("models/model.pt"),
+        train_log=update("results/train_log.csv"),
     params:
-        section("seed", "model", "train", "wandb"),
+        cli=CLI,
+        read=PLAN.reads("train"),
+        code=PLAN.code("train"),
+        shards=lambda wildcards, input: Path(input.shards[0]).parent,
+        run_dir="runs/train",  # checkpoints (resumed after an interruption); not an output: DVC leaves it alone
     resources:
         nodes=1,  # the profiles set these per site (profiles/*/config.yaml)
         tasks=1,  # processes per node: one per GPU, or CPU processes
     log:
         "logs/train.log",
+    conda:
+        "../envs/project.yaml"
     shell:
-        "{CLI} launch --nodes {resources.nodes} --nproc-per-node {resources.tasks} -- "
-        "--params params.yaml --shards data/shards --stats data/stats.json "
-        "--run-dir runs/train --out models/model.pt --log results/train_log.csv 2>&1 | tee {log}"
+        "{params.cli} launch --nodes {resources.nodes} --nproc-per-node {resources.tasks} -- "
+        "--params {input.params} --shards {params.shards} --stats {input.stats} --run-dir {params.run_dir} "
+        "--out {output.model} --log {output.train_log} 2>&1 | tee {log}"

@@ -2,8 +2,13 @@
 
 Modules (each pipeline step has a `main(argv)` used by the CLI):
   synthetic.py  the built-in synthetic atmosphere (`synthesize`)
-  source.py     open zarr / netCDF (local or URL) and canonicalize names, order, units
+  archive.py    open zarr / netCDF entries (local or URL, globs, lists) and normalize their layout (CDS, RDA, WB2)
+  names.py      archive variable names (ECMWF/CF short names, NCAR RDA names) -> WeatherBench2 names
+  source.py     select variables, levels, times from the entries and merge them into the canonical dataset
+  timeaxis.py   data.start/end/time_stride selection; gaps and duplicates refused at plan time
+  regrid.py     source grid -> shards' grid: block means (data.coarsen) or conservative regridding (data.grid)
   shard.py      one time block -> one zarr v3 store (`shard`); `plan_blocks` for the Snakefile
+  statics.py    time-invariant input fields (data.static) -> data/shards/static.zarr, normalized (`static`)
   stats.py      per-channel normalization statistics of the train split (`stats`); `Normalizer`
   forcings.py   known-in-advance inputs (cos solar zenith angle, sin/cos latitude)
   loader.py     (state, target at lead) pairs from shards, seeded resumable rank-sharded sampling

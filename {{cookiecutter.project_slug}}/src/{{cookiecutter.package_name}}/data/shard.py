@@ -23,7 +23,8 @@ import xarray as xr
 
 from ..config import Params, load_params, validate_params
 from ..errors import DataError
-from .source import channel_names, grid, open_canonical, read_block, read_parts, source_path
+from .regrid import BlockMean, Resampler, resampler
+from .source import channel_names, open_canonical, read_parts, source_path
 
 READ_BYTES = 256 * 2**20  # bytes of source read per step of the copy loop (bounds memory whatever the block size)
 RAW_CODECS = [{"name": "bytes", "configuration": {"endian": "little"}}]
@@ -51,10 +52,24 @@ def plan_blocks(params, source: str | None = None) -> list[tuple[int, int]]:
     """(start, stop) time indices of every shard: block i covers canonical steps start..stop-1.
 
     Cheap: for the synthetic source it is derived from the dates alone; a real source is opened lazily (metadata).
+    This is the preflight that Snakemake runs while it builds the DAG: opening the source checks names, levels,
+    grids and the time axis (`timeaxis.select`: a gap or a duplicate raises here, naming the times and the fix), and
+    data.static / data.grid are checked too, so a bad source stops before any shard job runs.
     """
     params = _as_params(params)
     n = n_times(params, source)
-    size = params.data.block_size
+    if params.data.grid:
+        from .regrid import target_grid
+
+        target_grid(params.data.grid)
+    if params.data.static:
+        from .statics import check_static
+
+        check_static(params, source)
+    return _blocks(n, params.data.block_size)
+
+
+def _blocks(n: int, size: int) -> list[tuple[int, int]]:
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
 
@@ -161,11 +176,15 @@ def write_shard(
     start: int,
     stop: int,
     out: str | Path,
-    coarsen: int = 1,
+    coarsen: int | Resampler = 1,
     attrs: dict | None = None,
     name: str = "source",
 ) -> Path:
-    """Write canonical time steps start..stop-1 of `ds` as a shard at `out` (atomically)."""
+    """Write canonical time steps start..stop-1 of `ds` as a shard at `out` (atomically), on the grid that
+    `coarsen` gives (n x n block means, or a Resampler such as conservative regridding to data.grid).
+
+    Memory is bounded whatever the block size: the steps are read, regridded, checked and written READ_BYTES of
+    source at a time (at least one step), one variable at a time."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -173,7 +192,11 @@ def write_shard(
     times = ds["time"].values[start:stop].astype("datetime64[ns]")
     if len(times) == 0:
         raise DataError(f"{name}: time steps {start}..{stop - 1} are outside the source ({ds.sizes['time']} steps).")
-    lat, lon = grid(ds, coarsen)
+    resample = coarsen if isinstance(coarsen, Resampler) else None
+    if resample is None:
+        lat0, lon0 = ds["latitude"].values, ds["longitude"].values
+        resample = BlockMean(lat0, lon0, coarsen) if coarsen > 1 else Resampler(lat0, lon0)
+    lat, lon = resample.grid
     channels = channel_names(ds)
     attrs = {"channels": channels, "source": name, "provenance": "{}", **(attrs or {})}
     try:
@@ -183,7 +206,7 @@ def write_shard(
         steps_per_read = max(1, READ_BYTES // max(per_step, 1))
         for a in range(start, stop, steps_per_read):
             b = min(a + steps_per_read, stop)
-            parts = read_parts(ds, a, b) if coarsen == 1 else [read_block(ds, a, b, coarsen)]
+            parts = read_parts(ds, a, b, resample)
             _check_finite(parts, ds, times[a - start : b - start], name)
             _write_steps(tmp, a - start, parts, files)
         _replace(tmp, out)
@@ -202,14 +225,18 @@ def _provenance(params: Params, argv: list[str]) -> str:
 
 def shard_block(params: Params, block: int, out: str | Path, source: str | None = None, argv=()) -> Path:
     """Write shard number `block` of the plan."""
-    blocks = plan_blocks(params, source)
+    ds = open_canonical(params, source)  # opened once: the plan follows from its time axis
+    blocks = _blocks(ds.sizes["time"], params.data.block_size)
+    if params.data.source == "synthetic" and source is None and ds.sizes["time"] != n_times(params):
+        raise DataError("data/synthetic.zarr does not match params.yaml (other dates or step). "
+                        "Fix: rerun `synthesize` (snakemake / dvc repro do).")
     if not 0 <= block < len(blocks):
         raise DataError(f"block {block} does not exist: the plan has {len(blocks)} blocks (0..{len(blocks) - 1}).")
-    path = source_path(params, source)
-    ds = open_canonical(params, source)
+    d = params.data
     start, stop = blocks[block]
     attrs = {"provenance": _provenance(params, list(argv)), "block": block}
-    return write_shard(ds, start, stop, out, params.data.coarsen, attrs, name=str(path))
+    resample = resampler(ds["latitude"].values, ds["longitude"].values, d.coarsen, d.grid)
+    return write_shard(ds, start, stop, out, resample, attrs, name=source_path(params, source))
 
 
 def main(argv: list[str] | None = None) -> int:

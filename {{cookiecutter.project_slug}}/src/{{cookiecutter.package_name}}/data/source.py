@@ -1,115 +1,56 @@
-"""Open a source (zarr or netCDF, local or URL) and turn it into the canonical Dataset.
+"""Open a source (zarr or netCDF, local or URL, one entry or a list) and turn it into the canonical Dataset.
 
 Canonical: dims (time, [level], latitude, longitude); latitude ascending; longitude ascending in [0, 360);
 level in hPa (int, ascending); WeatherBench2 variable names; only the selected variables, levels and times.
-Everything stays lazy until `read_block` pulls one time block as a contiguous float32 array (time, channel, lat, lon);
-coarsening happens there, in numpy on a C-ordered array, so every source layout gives bit-identical numbers.
+`archive.py` opens and normalizes each entry of data.source (file layouts, CDS/RDA spellings, names); this module
+selects what params asks for, checks the time axis (`timeaxis.py`) and merges the entries on time, level and grid.
+Everything stays lazy until `read_parts` / `read_block` pull one block of time steps as contiguous float32 arrays;
+regridding happens there (`regrid.py`), in numpy on C-ordered arrays, so every layout gives bit-identical numbers.
 """
 
 from __future__ import annotations
 
-import glob
-import importlib.util
-import warnings
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
 
 from ..errors import DataError
+from .archive import DIM_ALIASES, NETCDF_SUFFIXES, Entry, merge_entries, normalize, open_entries
+from .names import check_requested
+from .regrid import BlockMean, Resampler
+from .timeaxis import select
 
-ALIASES = {  # canonical name -> names seen in the wild
-    "latitude": ("latitude", "lat", "nav_lat"),
-    "longitude": ("longitude", "lon", "nav_lon"),
-    "level": ("level", "plev", "pressure_level", "isobaricInhPa", "lev"),
-    "time": ("time", "valid_time"),
-}
-PROTOCOL_PACKAGES = {"gs": "gcsfs", "gcs": "gcsfs", "s3": "s3fs", "az": "adlfs", "abfs": "adlfs"}
-NETCDF_SUFFIXES = (".nc", ".nc4", ".netcdf", ".h5", ".hdf5")
-
-
-def _protocol(path: str) -> str | None:
-    return path.split("://", 1)[0] if "://" in path else None
+ALIASES = DIM_ALIASES  # the dimension names accepted for time/level/latitude/longitude
+__all__ = ["ALIASES", "NETCDF_SUFFIXES", "canonicalize", "channel_names", "open_canonical", "open_source",
+           "read_block", "read_parts", "source_entries", "source_label"]
 
 
-def _require_protocol_package(path: str) -> None:
-    proto = _protocol(path)
-    package = PROTOCOL_PACKAGES.get(proto or "")
-    if package and importlib.util.find_spec(package) is None:
-        raise DataError(
-            f"data.source {path!r} needs the optional package '{package}' to read {proto}:// URLs. "
-            f"Fix: pip install {package} (or install the project's cloud extra)."
-        )
+def source_entries(params, source: str | Sequence[str] | None = None) -> list[str]:
+    """The entries of the source: the synthetic store written by `synthesize`, or data.source (one or a list)."""
+    if source:
+        return [source] if isinstance(source, str) else list(source)
+    src = params.data.source
+    if src == "synthetic":
+        return ["data/synthetic.zarr"]
+    return [src] if isinstance(src, str) else list(src)
 
 
-def _is_zarr(path: str) -> bool:
-    stripped = path.rstrip("/")
-    if stripped.endswith(".zarr"):
-        return True
-    local = Path(stripped)
-    return _protocol(path) is None and local.is_dir() and any((local / m).exists() for m in ("zarr.json", ".zgroup"))
+def source_label(entries: Sequence[str]) -> str:
+    return entries[0] if len(entries) == 1 else "[" + ", ".join(entries) + "]"
 
 
-def _open_zarr(path: str) -> xr.Dataset:
-    """Lazy (no dask) zarr open: consolidated metadata when present, plain metadata otherwise, without warnings."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # consolidated-metadata and zarr-v3-spec chatter
-        try:
-            return xr.open_dataset(path, engine="zarr", consolidated=True, chunks=None)
-        except (KeyError, ValueError, FileNotFoundError, OSError):
-            return xr.open_dataset(path, engine="zarr", consolidated=False, chunks=None)
+def source_path(params, source: str | None = None) -> str:
+    """Where the source lives, as one string (a list of entries is shown as a list), e.g. for provenance."""
+    return source_label(source_entries(params, source))
 
 
-def _netcdf_files(path: str) -> list:
-    if _protocol(path):
-        import fsspec
-
-        files = fsspec.open_files(path, mode="rb")
-        return [f.open() for f in files]
-    p = Path(path)
-    if p.is_dir():
-        found = sorted(str(f) for f in p.iterdir() if f.suffix in NETCDF_SUFFIXES)
-    else:
-        found = sorted(glob.glob(path))
-    return found
-
-
-def open_source(path: str | Path) -> xr.Dataset:
-    """Open a zarr store or one/many netCDF files (a glob) lazily, local or URL (fsspec)."""
-    path = str(path)
-    _require_protocol_package(path)
-    if _is_zarr(path):
-        if _protocol(path) is None and not Path(path).exists():
-            raise DataError(f"source {path!r} does not exist. Fix: check data.source in params.yaml.")
-        return _open_zarr(path)
-    files = _netcdf_files(path)
-    if not files:
-        raise DataError(
-            f"source {path!r}: no zarr store and no netCDF files ({', '.join(NETCDF_SUFFIXES)}) found. "
-            "Fix: point data.source at a .zarr store, a netCDF file or a glob such as 'era5/*.nc'."
-        )
-    if len(files) == 1:
-        return xr.open_dataset(files[0], chunks=None)
-    return xr.open_mfdataset(files, combine="by_coords", parallel=False, chunks={})
-
-
-def _rename(ds: xr.Dataset) -> xr.Dataset:
-    names = set(ds.dims) | set(ds.coords)
-    renames = {}
-    for canonical, aliases in ALIASES.items():
-        if canonical in names:
-            continue
-        for alias in aliases:
-            if alias in names:
-                renames[alias] = canonical
-                break
-    ds = ds.rename(renames)
-    for dim in ("time", "latitude", "longitude"):
-        if dim not in ds.dims:
-            raise DataError(f"source has no '{dim}' dimension (dims: {sorted(map(str, ds.dims))}). "
-                            f"Fix: use a source with {dim} (accepted names: {', '.join(ALIASES[dim])}).")
-    return ds
+def open_source(path: str | Sequence[str], rename: Mapping[str, str] | None = None) -> xr.Dataset:
+    """All entries opened, normalized and merged (every variable, every time): for a look at a source."""
+    entries = [e for p in ([path] if isinstance(path, str) else path) for e in open_entries(p, rename)]
+    if len(entries) == 1:
+        return entries[0].ds
+    return merge_entries(entries, "source")
 
 
 def canonicalize(
@@ -120,63 +61,88 @@ def canonicalize(
     end: str | None = None,
     time_stride: int = 1,
     name: str = "source",
+    spans: Sequence | None = None,
 ) -> xr.Dataset:
-    """Canonical names, order and units; select variables, levels and time range; keep every n-th time step."""
-    ds = _rename(ds)
+    """Canonical names, order and units; select variables, levels and time range; keep every n-th time step.
+    The time axis must be evenly spaced and free of duplicates after that (`timeaxis.select` says what is not)."""
+    ds = normalize(ds, where=name)
+    if "time" not in ds.dims:
+        raise DataError(f"{name} has no time dimension (dims: {sorted(map(str, ds.dims))}). "
+                        f"Fix: use a source with time (accepted names: {', '.join(ALIASES['time'])}).")
     available = [str(v) for v in ds.data_vars if "time" in ds[v].dims]
     variables = list(variables) or available
-    missing = [v for v in variables if v not in ds.data_vars]
-    if missing:
-        raise DataError(
-            f"{name}: variable(s) {missing} not found. The source has: {available}. "
-            "Fix: change data.variables in params.yaml (WeatherBench2 names)."
-        )
+    check_requested(variables, available, "data.variables", name)
     ds = ds[variables]
     for v in variables:
         extra = set(ds[v].dims) - {"time", "level", "latitude", "longitude"}
         if extra:
             raise DataError(f"{name}: variable {v!r} has unexpected dims {sorted(extra)}. Fix: select them away first.")
-
     if "level" in ds.dims:
-        lev = np.asarray(ds["level"].values, dtype=np.float64)
-        if lev.max() > 1100.0:  # Pa, not hPa
-            lev = lev / 100.0
-        ds = ds.assign_coords(level=np.rint(lev).astype(np.int64)).sortby("level")
-        have = [int(x) for x in ds["level"].values]
-        if levels:
-            lack = [int(x) for x in levels if int(x) not in have]
-            if lack:
-                raise DataError(
-                    f"{name}: level(s) {lack} hPa not found. The source has levels {have} hPa. "
-                    "Fix: change data.levels in params.yaml."
-                )
-            ds = ds.sel(level=sorted(int(x) for x in levels))
-        ds["level"].attrs["units"] = "hPa"
-
-    lat = np.asarray(ds["latitude"].values, dtype=np.float64)
-    if lat[0] > lat[-1]:
-        ds = ds.isel(latitude=slice(None, None, -1))
-    lon = np.mod(np.asarray(ds["longitude"].values, dtype=np.float64), 360.0)
-    order = np.argsort(lon, kind="stable")
-    ds = ds.assign_coords(longitude=lon)
-    if not np.array_equal(order, np.arange(len(lon))):
-        ds = ds.isel(longitude=order)
-
-    times = ds["time"].values
-    lo = np.datetime64(start, "ns") if start else times[0]
-    hi = np.datetime64(end, "ns") if end else times[-1]
-    if lo < times[0] or hi > times[-1]:
-        raise DataError(
-            f"{name}: time range {start} .. {end} is not covered; the source has {times[0]} .. {times[-1]} "
-            f"({len(times)} steps). Fix: change data.start / data.end in params.yaml."
-        )
-    ds = ds.sel(time=slice(lo, hi)).isel(time=slice(None, None, time_stride))
-
-    order_dims = [d for d in ("time", "level", "latitude", "longitude")]
-    ds = ds.transpose(*[d for d in order_dims if d in ds.dims])
+        ds = _select_levels(ds, levels, name)
+    ds = ds.isel(time=_as_slice(select(ds["time"].values, start, end, time_stride, name, spans)))
+    order = ("time", "level", "latitude", "longitude")
+    ds = ds.transpose(*[d for d in order if d in ds.dims])
     for v in variables:
-        ds[v] = ds[v].transpose(*[d for d in order_dims if d in ds[v].dims])
+        ds[v] = ds[v].transpose(*[d for d in order if d in ds[v].dims])
     return ds
+
+
+def _as_slice(index: np.ndarray) -> slice | np.ndarray:
+    """Evenly spaced ascending indices as a slice, so lazy zarr/netCDF reads stay plain slices."""
+    if len(index) == 0:
+        return index
+    step = int(index[1] - index[0]) if len(index) > 1 else 1
+    if step > 0 and np.array_equal(index, index[0] + step * np.arange(len(index))):
+        return slice(int(index[0]), int(index[-1]) + 1, step)
+    return index
+
+
+def _select_levels(ds: xr.Dataset, levels: Sequence[int], name: str) -> xr.Dataset:
+    have = [int(x) for x in ds["level"].values]
+    if levels:
+        lack = [int(x) for x in levels if int(x) not in have]
+        if lack:
+            raise DataError(f"{name}: level(s) {lack} hPa not found. The source has levels {have} hPa. "
+                            "Fix: change data.levels in params.yaml.")
+        ds = ds.sel(level=sorted(int(x) for x in levels))
+    ds["level"].attrs["units"] = "hPa"
+    return ds
+
+
+def open_canonical(params, source: str | Sequence[str] | None = None) -> xr.Dataset:
+    """The canonical, lazy Dataset that params selects (before regridding, which `read_block` applies).
+
+    Each entry of data.source gives the requested variables it holds (entries holding none are skipped, e.g. a
+    file of static fields); every requested variable must come from exactly one entry, and the entries must agree
+    on time steps, levels and grid."""
+    d = params.data
+    paths = source_entries(params, source)
+    variables = list(d.variables)
+    if not variables and d.source == "synthetic":  # the synthetic order (a zarr store lists variables alphabetically)
+        from .synthetic import VARIABLES
+
+        variables = list(VARIABLES)
+    entries = [e for p in paths for e in open_entries(p, d.rename)]
+    timed = {e.path: [str(v) for v in e.ds.data_vars if "time" in e.ds[v].dims] for e in entries}
+    check_requested(variables, [v for vs in timed.values() for v in vs], "data.variables",
+                    f"source {source_label(paths)!r}")
+    _refuse_twice(variables, timed)
+    picked = []
+    for e in entries:
+        mine = [v for v in variables if v in timed[e.path]]
+        if mine:
+            ds = canonicalize(e.ds, mine, d.levels, d.start, d.end, d.time_stride, f"source {e.path!r}", e.spans)
+            picked.append(Entry(e.path, ds, e.spans))
+    ds = picked[0].ds if len(picked) == 1 else merge_entries(picked, f"source {source_label(paths)!r}")
+    return ds[variables]
+
+
+def _refuse_twice(variables: Sequence[str], timed: dict[str, list[str]]) -> None:
+    for v in variables:
+        holders = [p for p, vs in timed.items() if v in vs]
+        if len(holders) > 1:
+            raise DataError(f"variable {v!r} is in more than one data.source entry: {holders}. "
+                            "Fix: narrow the globs so each variable comes from one entry.")
 
 
 def channel_names(ds: xr.Dataset) -> list[str]:
@@ -190,61 +156,23 @@ def channel_names(ds: xr.Dataset) -> list[str]:
     return out
 
 
-def coarsen_array(a: np.ndarray, n: int) -> np.ndarray:
-    """Average n x n cells over the last two axes (trailing rows/columns that do not fill a cell are dropped)."""
-    if n == 1:
-        return a
-    h, w = (a.shape[-2] // n) * n, (a.shape[-1] // n) * n
-    a = np.ascontiguousarray(a[..., :h, :w], dtype=np.float64)
-    a = a.reshape(a.shape[:-2] + (h // n, n, w // n, n))
-    return a.mean(axis=(-3, -1))
-
-
-def grid(ds: xr.Dataset, coarsen: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Latitude and longitude of the (coarsened) canonical grid."""
-    lat = np.asarray(ds["latitude"].values, dtype=np.float64)
-    lon = np.asarray(ds["longitude"].values, dtype=np.float64)
-    if coarsen > 1:
-        lat = _mean_groups(lat, coarsen)
-        lon = _mean_groups(lon, coarsen)
-    return lat, lon
-
-
-def _mean_groups(x: np.ndarray, n: int) -> np.ndarray:
-    m = (len(x) // n) * n
-    return x[:m].reshape(-1, n).mean(axis=1)
-
-
-def read_parts(ds: xr.Dataset, start: int, stop: int) -> list[np.ndarray]:
-    """Time steps start..stop-1, one float32 array (time, channels of the variable, lat, lon) per variable."""
+def read_parts(ds: xr.Dataset, start: int, stop: int, resample: Resampler | None = None) -> list[np.ndarray]:
+    """Time steps start..stop-1, one float32 array (time, channels of the variable, lat, lon) per variable,
+    regridded by `resample` when given (one variable at a time, so memory is one variable's block, not all)."""
     parts = []
     for v in ds.data_vars:
         a = np.asarray(ds[v].isel(time=slice(start, stop)).values)
-        parts.append(np.ascontiguousarray(a[:, None] if a.ndim == 3 else a, dtype=np.float32))
+        a = a[:, None] if a.ndim == 3 else a
+        if resample is not None:
+            a = resample(a)
+        parts.append(np.ascontiguousarray(a, dtype=np.float32))
     return parts
 
 
-def read_block(ds: xr.Dataset, start: int, stop: int, coarsen: int = 1) -> np.ndarray:
+def read_block(ds: xr.Dataset, start: int, stop: int, coarsen: int | Resampler = 1) -> np.ndarray:
     """Time steps start..stop-1 of a canonical Dataset as float32 (time, channel, lat, lon), C-contiguous."""
-    parts = read_parts(ds, start, stop)
-    block = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-    return np.ascontiguousarray(coarsen_array(block, coarsen), dtype=np.float32)
-
-
-def source_path(params, source: str | None = None) -> str:
-    """Where the source lives: the synthetic store written by `synthesize`, or data.source."""
-    if source:
-        return source
-    return "data/synthetic.zarr" if params.data.source == "synthetic" else params.data.source
-
-
-def open_canonical(params, source: str | None = None) -> xr.Dataset:
-    """The canonical, lazy Dataset that params selects (before coarsening, which `read_block` applies)."""
-    path = source_path(params, source)
-    d = params.data
-    variables = d.variables
-    if not variables and d.source == "synthetic":  # the synthetic order (a zarr store lists variables alphabetically)
-        from .synthetic import VARIABLES as variables
-    return canonicalize(
-        open_source(path), variables, d.levels, d.start, d.end, d.time_stride, name=f"source {path!r}"
-    )
+    resample = coarsen if isinstance(coarsen, Resampler) else None
+    if resample is None and coarsen > 1:
+        resample = BlockMean(ds["latitude"].values, ds["longitude"].values, coarsen)
+    parts = read_parts(ds, start, stop, resample)
+    return np.ascontiguousarray(np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0], dtype=np.float32)

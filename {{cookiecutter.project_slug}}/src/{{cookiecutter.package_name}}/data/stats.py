@@ -14,17 +14,17 @@ Normalization (model space):
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from .. import cliargs
 from ..config import Params, load_params
 from ..errors import DataError
+from ..integrity import write_json_with_checksum
 
 
 def shard_paths(shards: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -147,17 +147,11 @@ class Normalizer:
 
 
 def write_stats(stats: dict, out: str | Path) -> None:
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(stats, indent=1) + "\n")
-    tmp.replace(out)
+    write_json_with_checksum(out, stats)  # atomic; training checks the checksum (integrity.read_stats)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="stats", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    parser.add_argument("--shards", default="data/shards", help="directory of block_*.zarr shards")
+    parser = cliargs.parser("stats", __doc__.splitlines()[0], "params", "shards")
     parser.add_argument("--out", default="data/stats.json", help="JSON file to write")
     args = parser.parse_args(argv)
     params: Params = load_params(args.params)

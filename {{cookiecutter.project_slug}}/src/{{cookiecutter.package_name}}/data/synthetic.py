@@ -16,11 +16,14 @@ Dynamics, chosen so that persistence is clearly beatable and a small CNN learns 
   tied to T850 plus a diurnal cycle that follows local solar time (amplitude larger where the sun is high).
 - The background climate has a seasonal cycle (hemispheres in opposite phase) and a stationary wave.
 The noise is small (innovation std per 6 h ~ 10-20 % of the anomaly std), so 72 h forecasts keep real skill.
+
+Static fields (no time dimension, for data.static): land_sea_mask (land fraction 0..1, soft coasts) and
+geopotential_at_surface (orography x g, m^2/s^2, zero over sea) of a few fixed, made-up continents. They are
+analytic in latitude/longitude and do not depend on the seed, so every grid and every run sees the same land.
 """
 
 from __future__ import annotations
 
-import argparse
 import time as _time
 import warnings
 from pathlib import Path
@@ -28,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .. import cliargs
 from ..config import Params, load_params
 from .forcings import hour_angle, solar_declination
 
@@ -37,6 +41,10 @@ LAPSE_RATE = 6.5e-3  # K/m
 SECONDS_PER_DAY = 86400.0
 
 VARIABLES = ("geopotential", "temperature", "2m_temperature")
+STATICS = ("land_sea_mask", "geopotential_at_surface")
+# made-up continents: (centre latitude, centre longitude, radius in degrees of great circle, peak height in m)
+CONTINENTS = ((45.0, 100.0, 38.0, 3000.0), (40.0, 260.0, 30.0, 2200.0), (-15.0, 300.0, 24.0, 1800.0),
+              (5.0, 20.0, 30.0, 1200.0), (-25.0, 135.0, 18.0, 600.0), (-80.0, 0.0, 14.0, 2800.0))
 SPINUP_STEPS = 240  # steps run before the first time so the anomalies start in their statistical steady state
 PSI_RMS = 900.0  # m^2/s^2, global RMS of the 500 hPa geopotential anomaly (about 90 m of height)
 T_RMS = 2.5  # K, global RMS of the 850 hPa temperature anomaly
@@ -135,6 +143,22 @@ def _season(times: np.ndarray) -> np.ndarray:
     return np.cos(2 * np.pi * (day - 196.0) / 365.25)
 
 
+def static_fields(lat: np.ndarray, lon: np.ndarray) -> dict[str, np.ndarray]:
+    """Land-sea mask and surface geopotential on (lat, lon), float32 (H, W), in the order of STATICS."""
+    phi = np.deg2rad(np.asarray(lat, dtype=np.float64))[:, None]
+    lam = np.deg2rad(np.asarray(lon, dtype=np.float64))[None, :]
+    land = np.zeros(np.broadcast_shapes(phi.shape, lam.shape))
+    height = np.zeros_like(land)
+    for lat0, lon0, radius, peak in CONTINENTS:
+        p0, l0 = np.deg2rad(lat0), np.deg2rad(lon0)
+        cos_d = np.sin(phi) * np.sin(p0) + np.cos(phi) * np.cos(p0) * np.cos(lam - l0)
+        d = np.rad2deg(np.arccos(np.clip(cos_d, -1.0, 1.0))) / radius  # distance in continent radii
+        land = np.maximum(land, np.clip((1.15 - d) / 0.3, 0.0, 1.0))  # soft coast about 0.3 radii wide
+        height = np.maximum(height, peak * np.clip(1.0 - d, 0.0, None) ** 1.5)
+    return {"land_sea_mask": land.astype(np.float32),
+            "geopotential_at_surface": (GRAVITY * height * (land > 0)).astype(np.float32)}
+
+
 def generate(params: Params) -> xr.Dataset:
     """The synthetic source as a canonical Dataset (time, [level], latitude, longitude), float32."""
     cfg = params.data.synthetic
@@ -178,6 +202,9 @@ def generate(params: Params) -> xr.Dataset:
         "temperature": (dims3, np.stack(temp, axis=1).astype(np.float32), {"units": "K"}),
         "2m_temperature": (dims2, t2m.astype(np.float32), {"units": "K"}),
     }
+    units = {"land_sea_mask": "1", "geopotential_at_surface": "m**2 s**-2"}
+    for name, field in static_fields(lat, lon).items():
+        data[name] = (("latitude", "longitude"), field, {"units": units[name]})
     coords = {
         "time": times,
         "level": ("level", levels, {"units": "hPa"}),
@@ -194,7 +221,8 @@ def write(ds: xr.Dataset, out: Path, time_chunk: int = 240) -> None:
     out = Path(out)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    chunks = {name: {"chunks": (min(time_chunk, ds.sizes["time"]),) + ds[name].shape[1:]} for name in ds.data_vars}
+    chunks = {name: {"chunks": (min(time_chunk, ds.sizes["time"]),) + ds[name].shape[1:]}
+              for name in ds.data_vars if "time" in ds[name].dims}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zarr: "consolidated metadata is not part of the v3 spec" (xarray reads it)
         ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=True, encoding=chunks)
@@ -204,8 +232,7 @@ def write(ds: xr.Dataset, out: Path, time_chunk: int = 240) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="synthesize", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser = cliargs.parser("synthesize", __doc__.splitlines()[0], "params")
     parser.add_argument("--out", default="data/synthetic.zarr", help="zarr store to write")
     args = parser.parse_args(argv)
     params = load_params(args.params)

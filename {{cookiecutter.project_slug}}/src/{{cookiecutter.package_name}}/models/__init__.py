@@ -1,7 +1,9 @@
-"""Model registry, the one-step update rule, and the saved-model format (models/model.pt).
+"""Model registry and the one-step update rule (the saved-model format is modelfile.ModelFile).
 
-A model maps cat(z_t, forcings_t) [B, C+F, lat, lon] to the unit-variance normalized change [B, C, lat, lon];
-`rollout_step` turns that into the next normalized state (see NORMALIZATION in data/stats.py).
+A network maps cat(z_t, forcings_t, static) [B, C+F+S, lat, lon] to the unit-variance normalized change
+[B, C, lat, lon]; `rollout_step` turns that into the next normalized state (see NORMALIZATION in data/stats.py).
+The static fields (data.static) are constant, so they are not carried by the data: `with_static` wraps the network
+so that every call appends the same [S, lat, lon] tensor to its input, and the rollout passes cat(z_t, forcings_t).
 """
 
 from __future__ import annotations
@@ -40,6 +42,32 @@ def build_model(cfg: Any, in_channels: int, out_channels: int, nlat: int, nlon: 
     return REGISTRY[cfg.name](cfg, in_channels, out_channels, nlat, nlon)
 
 
+class WithStatic(nn.Module):
+    """`net` with the static fields appended to every input: forward(x) = net(cat(x, static expanded over the
+    batch)). The fields are a buffer (moved with .to(), never trained) and not in the state_dict, so the weights'
+    names are the network's own."""
+
+    def __init__(self, net: nn.Module, static: torch.Tensor):
+        super().__init__()
+        self.net = net
+        self.register_buffer("static", static, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        static = self.static.to(x.dtype).expand(x.shape[0], -1, -1, -1)
+        return self.net(torch.cat([x, static], dim=1))
+
+
+def with_static(net: nn.Module, static: Any) -> nn.Module:
+    """`net` fed the static fields `static` [S, lat, lon] (normalized) after its other inputs; `net` itself when
+    there are none (S = 0), so a model without static fields runs exactly as before."""
+    static = torch.as_tensor(static)
+    if static.numel() == 0:
+        return net
+    if static.dim() != 3:
+        raise ModelError(f"static fields must be [S, lat, lon], got shape {tuple(static.shape)}")
+    return WithStatic(net, static.to(torch.float32))
+
+
 def rollout_step(model: nn.Module, z: torch.Tensor, forcing: torch.Tensor, delta_scale: Any) -> torch.Tensor:
     """One model step in normalized space: z_next = z + model(cat(z, forcing)) * delta_scale (per channel)."""
     if not isinstance(delta_scale, torch.Tensor):
@@ -49,39 +77,17 @@ def rollout_step(model: nn.Module, z: torch.Tensor, forcing: torch.Tensor, delta
     return z + delta.to(z.dtype) * scale[:, None, None]
 
 
-class _Config:
-    """ModelConfig-like attribute bag rebuilt from a saved dict (no pydantic needed to load a model)."""
-
-    def __init__(self, values: dict):
-        self.name, self.width, self.depth, self.patch_size = "unet", 32, 2, 4
-        self.__dict__.update(values)
-
-
-def model_from_meta(meta: dict) -> nn.Module:
-    """An untrained model with the architecture, channels and grid described by a saved file's metadata."""
-    n_in = len(meta["channels"]) + len(meta["forcings"])
-    return build_model(
-        _Config(meta["model"]), n_in, len(meta["channels"]), len(meta["latitude"]), len(meta["longitude"])
-    )
-
-
-def save_model(path: str | Path, meta: dict, state_dict: dict) -> None:
-    """Write models/model.pt atomically: meta keys (see the contract) plus the weights."""
-    from ..checkpoint import atomic_save
-
-    atomic_save({**meta, "state_dict": state_dict}, Path(path))
-
-
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Load models/model.pt (or a training checkpoint) -> (model in eval mode, metadata without the weights)."""
-    blob = torch.load(Path(path), map_location=map_location, weights_only=True)
-    if "state_dict" not in blob:
-        raise ValueError(f"{path}: not a saved model (no 'state_dict'); expected the output of train.py")
-    meta = {k: v for k, v in blob.items() if k not in ("state_dict", "optimizer", "scheduler", "rng", "sampler")}
-    model = model_from_meta(meta)
-    model.load_state_dict(blob["state_dict"])
-    return model.to(map_location).eval(), meta
+    """models/model.pt (or a training checkpoint) -> (network in eval mode, every field but the weights).
+
+    A thin wrapper over modelfile.ModelFile, the file's contract; a damaged file raises IntegrityError. The network
+    is bare: one trained with static fields needs them appended (inference.load_forecaster does, from the shards).
+    """
+    from ..modelfile import ModelFile  # lazily: modelfile imports this package
+
+    saved = ModelFile.load(path, map_location=map_location)
+    return saved.build(map_location), saved.meta()
 
 
-__all__ = ["ModelError", "REGISTRY", "register", "build_model", "rollout_step", "model_from_meta", "save_model",
-           "load_model"]
+__all__ = ["ModelError", "REGISTRY", "register", "build_model", "rollout_step", "load_model", "WithStatic",
+           "with_static"]

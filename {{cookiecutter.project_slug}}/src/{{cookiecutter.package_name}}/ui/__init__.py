@@ -1,0 +1,1 @@
+"""The local web app (`<package> ui`): configure, launch, watch and compare experiments; see server.py."""
