@@ -137,6 +137,7 @@ class Tiny:
             "  batch_size: 4\n"
             "  key_leads_hours: [6, 24]\n"  # within max_lead_hours (config refuses leads beyond it)
             "  map_leads_hours: [24]\n"
+            "  spectra: {band: [20, 70]}\n"  # the 4-row grid has no row in the default 30..60 band
             "  allow_dirty: true\n"
         )
         return {"params": root / "params.yaml", "model": root / "models" / "model.pt", "stats": root / "stats.json",

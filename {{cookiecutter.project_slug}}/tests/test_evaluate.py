@@ -200,7 +200,8 @@ def test_evaluate_cli_end_to_end(pkg_name, tiny, mods, shards, tmp_path, monkeyp
         "rmse_2m_temperature.csv",
         "rmse_geopotential_500.csv",
     ]
-    assert sorted(p.name for p in (out / "maps").iterdir()) == ["2m_temperature_24h.png", "geopotential_500_24h.png"]
+    assert sorted(p.name for p in (out / "maps").iterdir()) == ["2m_temperature_24h.png", "bias_2m_temperature.png",
+                                                                "bias_geopotential_500.png", "geopotential_500_24h.png"]
     stamp = json.loads((out / "provenance.json").read_text())
     assert "params_sha256" in stamp and set(stamp["inputs"]) == {str(files["model"]), str(shards), str(files["stats"])}
     evaluation = json.loads((out / "evaluation.json").read_text())
@@ -251,6 +252,13 @@ def test_evaluate_exports_what_it_scores_in_wb2_layout(pkg_name, tiny, mods, sha
     wb2 = tmp_path / "results" / "wb2"
     assert sorted(p.name for p in wb2.iterdir()) == ["climatology.zarr", "forecast.zarr", "truth.zarr"]
     assert all((wb2 / name / ".zgroup").exists() for name in ("climatology.zarr", "forecast.zarr", "truth.zarr"))
+    # chunks of a batch (evaluate.batch_size 4) of initial times x every lead: a few files, not one per state
+    import zarr
+
+    assert zarr.open_group(wb2 / "forecast.zarr", mode="r", zarr_format=2)["geopotential"].chunks == (4, 5, 2, 4, 8)
+    chunks = {name: sum(not p.name.startswith(".") for p in (wb2 / name / "geopotential").iterdir())
+              for name in ("forecast.zarr", "truth.zarr", "climatology.zarr")}  # fmt: skip
+    assert chunks == {"forecast.zarr": 7, "truth.zarr": 2, "climatology.zarr": 2}  # not one per (time, lead)
     fc, truth, clim = (xr.open_zarr(wb2 / f"{name}.zarr") for name in ("forecast", "truth", "climatology"))
     assert fc.sizes["time"] == result["n_inits"] == 28  # 00Z and 12Z
     assert set((fc["time"].values.astype("datetime64[h]").astype(int) % 24).tolist()) == {0, 12}

@@ -76,6 +76,44 @@ def test_a_failed_export_keeps_the_previous_file(export, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["forecast.zarr"]  # no temporary left behind
 
 
+def test_chunks_hold_a_batch_of_initial_times_and_a_block_of_leads(export):
+    default = 5 * 32 * 64 * 4  # one state of the default bake: 5 channels on 32 x 64, float32
+    assert export.forecast_chunks(8, 13, default) == (8, 13)  # one chunk per batch of 8 and variable, all leads
+    assert export.forecast_chunks(8, 41, 70 * 721 * 1440 * 4) == (1, 1)  # 0.25 deg, 70 channels: a state per chunk
+    assert export.forecast_chunks(8, 41, export.BUFFER_BYTES // 20) == (8, 2)  # 8 x 2 states fit, 8 x 3 do not
+    assert export.forecast_chunks(6, 41, export.BUFFER_BYTES // 5) == (3, 1)  # a divisor of the batch: 3 x 1 fit
+
+
+def test_lead_buffer_writes_whole_chunks_that_read_back_exactly(export, tmp_path, monkeypatch):
+    import xarray as xr
+    import zarr
+
+    lat, lon = np.array([-67.5, -22.5, 22.5, 67.5]), np.arange(8) * 45.0
+    monkeypatch.setattr(export, "BUFFER_BYTES", 2 * 3 * len(CHANNELS) * 4 * 8 * 4)  # 2 initial times x 3 leads
+    states = np.random.default_rng(1).normal(size=(5, 7, len(CHANNELS), 4, 8)).astype(np.float32)
+    inits = np.datetime64("2001-02-01", "ns") + np.arange(5) * np.timedelta64(12, "h")
+    written = []
+    path = tmp_path / "fc.zarr"
+    with export.forecast_store(path, CHANNELS, inits, [6 * k for k in range(7)], lat, lon, {}, batch=2) as store:
+        assert store.chunks == (2, 3)
+        store_write = store.write
+        monkeypatch.setattr(store, "write", lambda where, x: (written.append(where), store_write(where, x)))
+        buffer = export.LeadBuffer(store, 7)
+        for b0 in range(0, 5, 2):  # batches of 2 initial times (the last has 1), leads in order
+            rows = slice(b0, min(b0 + 2, 5))
+            for lead in range(7):
+                buffer((rows,), lead, states[rows, lead])
+    # each write is whole chunks: rows of one batch, a block of 3 leads (the last block holds the 7th lead)
+    assert [(w[0].start, w[1].start, w[1].stop) for w in written] == [
+        (b, l0, min(l0 + 3, 7)) for b in (0, 2, 4) for l0 in (0, 3, 6)]  # fmt: skip
+    assert zarr.open_group(path, mode="r", zarr_format=2)["geopotential"].chunks == (2, 3, 2, 4, 8)
+    with xr.open_zarr(path) as back:
+        np.testing.assert_array_equal(back["geopotential"].sel(level=850).values, states[:, :, 1])
+        np.testing.assert_array_equal(back["2m_temperature"].values, states[:, :, 3])
+    chunk_files = [p for p in (path / "2m_temperature").iterdir() if not p.name.startswith(".")]
+    assert len(chunk_files) == 3 * 3
+
+
 def test_forecast_cli_writes_one_wb2_file_for_all_initial_times(pkg_name, tiny, tiny_shards, fc, tmp_path,
                                                                  monkeypatch):  # fmt: skip
     import xarray as xr

@@ -8,20 +8,14 @@ when set). Without chromium the test FAILS unless FORGE_ALLOW_NO_BROWSER=1.
 
 from __future__ import annotations
 
-import base64
 import html.parser
 import importlib
-import itertools
 import json
-import os
-import shutil
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser import check_rendered, render_in_chromium
 
 CHANNELS = ["geopotential_500", "geopotential_850", "temperature_500", "temperature_850", "2m_temperature"]
 SECTIONS = ["scorecard", "curves", "maps", "training", "provenance"]
@@ -241,6 +235,24 @@ def test_scorecard_colours_by_hand(pkg_name):
     assert sc.colour("ACC", 0.1) == sc.colour("RMSE", -25)
 
 
+def test_significance_marks_by_hand(pkg_name):
+    sc = importlib.import_module(f"{pkg_name}.scorecard")
+    per_lead = {"t": {"model": [(6, 1.0, 0.9, 0.1), (24, 2.0, 0.8, 0.1)],
+                      "persistence": [(6, 2.0, 0.85, 0.0), (24, 2.1, 0.7, 0.0)], "climatology": []}}  # fmt: skip
+    marks = {("RMSE", "t", "persistence", 6): {"difference": -1.0, "low": -1.2, "high": -0.8, "significant": 1},
+             ("RMSE", "t", "persistence", 24): {"difference": -0.1, "low": -0.3, "high": 0.1, "significant": 0}}
+    rmse = sc.scorecard(per_lead, ["t"], [6, 24], marks)[0]
+    cells = [c for c in rmse["rows"][0]["cells"] if c.get("ref") == "persistence"]
+    assert [c["text"] for c in cells] == ["-50.0 %*", "-4.8 %"]  # the mark only where the interval excludes zero
+    assert cells[0]["title"].endswith("interval [-1.2, -0.8]: significant")
+    assert cells[1]["title"].endswith("interval [-0.3, 0.1]: not significant")
+    assert rmse["counts"][0] == "better than persistence in 2 of 2 scores; significant (*): 1 better, 0 worse"
+    # without intervals: no mark, no tooltip, no count
+    plain = sc.scorecard(per_lead, ["t"], [6, 24])[0]
+    assert "title" not in plain["rows"][0]["cells"][2]
+    assert plain["counts"][0] == "better than persistence in 2 of 2 scores"
+
+
 def test_units_on_every_scorecard_row(tmp_path, pkg_name, report_mod):
     results = make_results(pkg_name, tmp_path / "results")
     report_mod.main(["--results", str(results)])
@@ -258,188 +270,19 @@ def test_report_needs_metrics(tmp_path, report_mod):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Real browser
-
-
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def _need(what: str, fix: str):
-    if os.environ.get("FORGE_ALLOW_NO_BROWSER") == "1":
-        pytest.skip(f"{what} missing and FORGE_ALLOW_NO_BROWSER=1")
-    pytest.fail(
-        f"{what} is required for the report browser test. Fix: {fix} "
-        "(or set FORGE_ALLOW_NO_BROWSER=1 to skip it locally; CI must not).",
-        pytrace=False,
-    )
-
-
-class DevTools:
-    """A minimal Chrome DevTools Protocol client: send a command, collect events."""
-
-    def __init__(self, ws_url: str):
-        import websocket
-
-        self.ws = websocket.create_connection(ws_url, timeout=60, suppress_origin=True)
-        self.ids = itertools.count(1)
-        self.events: list[dict] = []
-
-    def send(self, method: str, **params):
-        mid = next(self.ids)
-        self.ws.send(json.dumps({"id": mid, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == mid:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-            self.events.append(msg)
-
-    def wait_event(self, method: str, timeout: float = 60.0) -> dict:
-        deadline = time.monotonic() + timeout
-        seen = next((e for e in self.events if e.get("method") == method), None)
-        while seen is None and time.monotonic() < deadline:
-            msg = json.loads(self.ws.recv())
-            self.events.append(msg)
-            if msg.get("method") == method:
-                seen = msg
-        if seen is None:
-            raise TimeoutError(f"no {method} within {timeout} s")
-        return seen
-
-    def errors(self) -> list[str]:
-        out = []
-        for e in self.events:
-            p = e.get("params", {})
-            if e.get("method") == "Runtime.exceptionThrown":
-                out.append(f"exception: {p.get('exceptionDetails', {}).get('text')}")
-            elif e.get("method") == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                out.append(f"console.{p['type']}: {[a.get('value', a.get('description')) for a in p.get('args', [])]}")
-            elif e.get("method") == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
-                out.append(f"log: {p['entry'].get('text')} ({p['entry'].get('url', '')})")
-        return out
-
-
-VISIBILITY_JS = """
-(() => {
-  const docW = document.documentElement.scrollWidth, docH = document.documentElement.scrollHeight;
-  const out = {docW, docH, sections: {}};
-  for (const id of %s) {
-    const el = document.getElementById(id);
-    if (!el) { out.sections[id] = null; continue; }
-    const r = el.getBoundingClientRect(), s = getComputedStyle(el);
-    const imgs = [...el.querySelectorAll('img')];
-    out.sections[id] = {x: r.left + scrollX, y: r.top + scrollY, w: r.width, h: r.height,
-      visible: s.display !== 'none' && s.visibility !== 'hidden' && parseFloat(s.opacity) > 0,
-      images: imgs.length, images_ok: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
-      rows: el.querySelectorAll('tr').length, text: el.innerText.slice(0, 4000)};
-  }
-  return JSON.stringify(out);
-})()
-"""
+# Real browser (browser.py)
 
 
 def test_report_renders_in_headless_chromium(tmp_path, pkg_name, report_mod, capsys):
-    chrome = _chromium()
-    if chrome is None:
-        _need("chromium", "apt-get update && apt-get install -y --no-install-recommends chromium")
-    try:
-        import websocket  # noqa: F401
-    except ImportError:
-        _need("the websocket-client package", "pip install websocket-client")
-
     results = make_results(pkg_name, tmp_path / "results")
     report_mod.main(["--results", str(results), "--out", str(results / "report.html")])
-    profile = tmp_path / "chromium-profile"
-    log = (tmp_path / "chromium.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            chrome,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--mute-audio",
-            f"--user-data-dir={profile}",
-            "--remote-debugging-port=0",
-            "--remote-allow-origins=*",
-            "--window-size=1280,1000",
-            "about:blank",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()) and time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"chromium exited with {proc.returncode}: {(tmp_path / 'chromium.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=30) as resp:
-            page = next(t for t in json.load(resp) if t["type"] == "page")
-        cdp = DevTools(page["webSocketDebuggerUrl"])
-        for domain in ("Page", "Runtime", "Log"):
-            cdp.send(f"{domain}.enable")
-        cdp.send("Emulation.setDeviceMetricsOverride", width=1280, height=1000, deviceScaleFactor=1, mobile=False)
-        cdp.send("Page.navigate", url=(results / "report.html").resolve().as_uri())
-        cdp.wait_event("Page.loadEventFired")
-        state = json.loads(
-            cdp.send("Runtime.evaluate", expression=VISIBILITY_JS % json.dumps(SECTIONS), returnByValue=True)["result"][
-                "value"
-            ]
-        )
-
-        height = int(min(state["docH"], 16000))
-        cdp.send("Emulation.setDeviceMetricsOverride", width=1280, height=height, deviceScaleFactor=1, mobile=False)
-        shot = cdp.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-        artifacts = Path(os.environ.get("FORGE_ARTIFACTS") or tmp_path)
-        artifacts.mkdir(parents=True, exist_ok=True)
-        png = artifacts / "report_screenshot.png"
-        png.write_bytes(base64.b64decode(shot["data"]))
-        with capsys.disabled():
-            print(f"\n[report screenshot] {png}")
-        errors = cdp.errors()
-        try:
-            cdp.send("Browser.close")
-        except Exception:  # noqa: BLE001 - the socket may close before the reply
-            pass
-    finally:
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-
+    state, png, errors = render_in_chromium(results / "report.html", SECTIONS, tmp_path, "report_screenshot.png")
+    with capsys.disabled():
+        print(f"\n[report screenshot] {png}")
     assert errors == [], f"console errors in the report: {errors}"
-    for sid in SECTIONS:
-        box = state["sections"][sid]
-        assert box is not None, f"section #{sid} missing"
-        assert box["visible"] and box["w"] > 100 and box["h"] > 50, f"section #{sid} not visible: {box}"
-        assert box["x"] >= 0 and box["x"] + box["w"] <= state["docW"] + 1 and box["y"] + box["h"] <= state["docH"] + 1
-        assert box["images"] == box["images_ok"], f"broken image in #{sid}"
+    check_rendered(state, png, SECTIONS)
     assert state["sections"]["scorecard"]["rows"] >= 3 * (2 + len(CHANNELS))  # three tables, 2 header rows each
     assert "geopotential_500" in state["sections"]["scorecard"]["text"]
     assert state["sections"]["curves"]["images_ok"] == 3
     prov_text = state["sections"]["provenance"]["text"]
     assert "commit" in prov_text and "params sha256" in prov_text and "0123456789abcdef" in prov_text
-    # the screenshot is a real rendering: full page height, not a blank image
-    import matplotlib.image as mpimg
-
-    pixels = mpimg.imread(png)
-    assert pixels.shape[0] >= min(state["docH"], 16000) - 2 and pixels.shape[1] == 1280
-    assert float(pixels[..., :3].std()) > 0.05

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": (".evaluate", "roll out on the test split and score against persistence and climatology"),
     "forecast": (".forecast", "write a forecast file in WeatherBench2 layout"),
     "report": (".report", "build the self-contained HTML report"),
+    "stations": (".stations", "sample a synthetic weather-station CSV from the shards (for the demo)"),
     "verify": (".verify", "check that outputs match dvc.lock and this commit"),
     "profile": (".profiles", "install the cluster profile so `snakemake --profile NAME` works"),
     "check-params": (".config", "validate params.yaml and print the resolved values"),

@@ -57,6 +57,7 @@ RULES: dict[str, Rule] = {
     "evaluate": Rule(("evaluate",), ("data.splits.train", "data.splits.test", "data.static", "train.lead_hours",
                                      "evaluate.*")),
     "report": Rule(("report",), ()),
+    "stations": Rule(("stations",), ("seed", "data.splits.test")),
 }
 
 

@@ -172,11 +172,16 @@ def ensemble_forecaster(
         )
 
     def forecast(x0: np.ndarray, init_times: np.ndarray, n_steps: int) -> Iterator[np.ndarray]:
-        runs = [
-            forecasters[m % len(forecasters)](perturb(x0, init_times, std, amplitude, m, seed), init_times, n_steps)
-            for m in range(n_members)
-        ]
+        starts = initial_states(x0, init_times, std, amplitude, n_members, seed)
+        runs = [forecasters[m % len(forecasters)](starts[m], init_times, n_steps) for m in range(n_members)]
         for states in zip(*runs, strict=True):
             yield np.stack(states)
 
     return forecast
+
+
+def initial_states(
+    x0: np.ndarray, init_times: np.ndarray, std: np.ndarray, amplitude: float, n_members: int, seed: int
+) -> np.ndarray:
+    """The members' initial states [M, B, C, H, W]: member m starts from perturb(x0, ..., member=m) (their lead 0)."""
+    return np.stack([perturb(x0, init_times, std, amplitude, m, seed) for m in range(n_members)])

@@ -8,21 +8,30 @@ steps of train.lead_hours up to evaluate.max_lead_hours. Three forecasts are sco
   model        the rollout of models/model.pt
   persistence  the initial state, unchanged
   climatology  the day-of-year x hour climatology of the train split (climatology.py)
-Scores (metrics.py): RMSE, bias, ACC, per channel (a level is a channel: geopotential_500) and lead.
+Scores (metrics.py): RMSE, bias, ACC, per channel (a level is a channel: geopotential_500) and lead; the
+headline of metrics.json. Optional evaluations (extras.py decides which run, scorers.py computes them as the
+rollouts stream past, sections.py writes them): scores per WB2 region (and land / sea with evaluate.land_sea_mask),
+zonal energy spectra, paired block-bootstrap significance of model - baseline, an ensemble (CRPS, spread-skill,
+rank histograms; evaluate.ensemble.members > 1), scores at weather stations (evaluate.stations.file), and maps of
+the mean error. Memory is bounded by a batch of initial times (evaluate.batch_size) whatever their number.
 
-Outputs in --out: the results files (results.py: metrics.json, per_lead.csv, plots/, maps/, evaluation.json), and
+Outputs in --out: the results files (results.py: metrics.json, per_lead.csv, plots/, maps/, scores/,
+evaluation.json), and
   wb2/                  forecast.zarr, truth.zarr, climatology.zarr in WB2 layout with CF attributes, zarr
                         format 2 (export.py): exactly the states scored; empty when evaluate.export_forecast is false
-  provenance.json       commit, dirty flag, params hash, input hashes, versions, hardware of this run
+  provenance.json       commit, dirty flag, params hash, input hashes (incl. station / mask / member files),
+                        versions, hardware of this run
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +39,10 @@ from . import cliargs, metrics, units
 from .errors import EvaluationError
 from .inference import HOUR, ShardReader
 from .results import FORECASTS, Scores, select_leads, write_results
+from .scorers import Step
+
+if TYPE_CHECKING:
+    from .extras import Extras
 
 
 def test_inits(
@@ -77,10 +90,14 @@ def score(
     map_channels: Sequence[str] = (),
     map_leads_hours: Sequence[int] = (),
     sink: Callable | None = None,
+    scorers: Sequence = (),
+    members: Callable | None = None,
 ) -> Scores:
     """Roll out `forecaster(x0, init_times, n_steps)` (an iterator of (B, C, H, W) states) from every initial time
     and score it, persistence and `clim` (a Climatology) against the shards' states. `sink(rows, lead_index,
-    states)`, if given, receives every scored state as it is made (lead index 0: the initial state).
+    states)`, if given, receives every scored state as it is made (lead index 0: the initial state). Each of
+    `scorers` (scorers.py) receives every scored step; `members`, an ensemble forecaster (iterator of
+    (M, B, C, H, W)), runs beside the model from the same initial states and its members reach them as Step.members.
 
     Per-step spatial means go into arrays indexed by (initial time, lead, channel); the time means are taken once
     at the end, so the result does not depend on batch_size's grouping of the sums.
@@ -91,23 +108,24 @@ def score(
     leads = [lead_hours * (s + 1) for s in range(n_steps)]
     map_idx = [(reader.channels.index(ch), ch) for ch in map_channels]
     maps: dict[tuple[str, int], dict[str, np.ndarray]] = {}
-    s = -1
     for b0 in range(0, n, batch_size):
         batch = inits[b0 : b0 + batch_size]
         rows = slice(b0, b0 + len(batch))
         x0 = reader.read(batch)
         if sink:
             sink(rows, 0, x0)
-        for s, state in enumerate(forecaster(x0, batch, n_steps)):
+        ensemble_runs = members(x0, batch, n_steps) if members else itertools.repeat(None)
+        s = -1
+        for s, (state, member_states) in enumerate(zip(forecaster(x0, batch, n_steps), ensemble_runs, strict=False)):
             if sink:
                 sink(rows, s + 1, state)
             valid = batch + leads[s] * HOUR
-            truth = reader.read(valid)
-            ref = clim.at(valid)
-            for name, fc in (("model", state), ("persistence", x0), ("climatology", ref)):
-                per["mse"][name][rows, s] = metrics.mse_per_step(fc, truth, weights)
-                per["bias"][name][rows, s] = metrics.bias_per_step(fc, truth, weights)
-                per["acc"][name][rows, s] = metrics.acc_per_step(fc, truth, ref, weights)
+            truth, ref = reader.read(valid), clim.at(valid)
+            step = Step(rows, s, leads[s], valid, truth, ref, {"model": state, "persistence": x0, "climatology": ref},
+                        member_states)  # fmt: skip
+            _score_globally(per, step, weights)
+            for scorer in scorers:
+                scorer.add(step)
             if b0 == 0 and leads[s] in map_leads_hours:
                 for ci, ch in map_idx:
                     maps[(ch, leads[s])] = {"truth": truth[0, ci].copy(), "forecast": np.array(state[0, ci])}
@@ -122,7 +140,18 @@ def score(
         bias={f: metrics.time_mean(per["bias"][f]) for f in FORECASTS},
         maps=maps,
         map_init=str(inits[0].astype("datetime64[m]")),
+        per_step=per,
+        sections={scorer.name: scorer.result() for scorer in scorers},
     )
+
+
+def _score_globally(per: dict, step: Step, weights: np.ndarray) -> None:
+    """The per-step global RMSE / bias / ACC terms of every forecast of a step (metrics.py)."""
+    at = (step.rows, step.lead_index)
+    for name, fc in step.forecasts.items():
+        per["mse"][name][at] = metrics.mse_per_step(fc, step.truth, weights)
+        per["bias"][name][at] = metrics.bias_per_step(fc, step.truth, weights)
+        per["acc"][name][at] = metrics.acc_per_step(fc, step.truth, step.climatology, weights)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -148,20 +177,26 @@ def check_channels(names: Sequence[str], channels: Sequence[str], key: str, para
 class Plan:
     """Everything an evaluation run needs, checked before the first rollout."""
 
-    model: object
     meta: dict
-    normalizer: object
+    forecaster: Callable
     reader: ShardReader
     lead_hours: int
     n_steps: int
     headline: list[str]
     map_channels: list[str]
+    map_leads: list[int]
     inits: np.ndarray
+    extras: Extras
+
+    @property
+    def leads(self) -> list[int]:
+        return [self.lead_hours * (s + 1) for s in range(self.n_steps)]
 
 
 def plan(args: argparse.Namespace, params) -> Plan:
-    """Load the model and the shards and check params against them (errors name the key and the fix)."""
-    from .inference import check_grid, load_forecaster
+    """Load the model(s) and the shards and check params against them (errors name the key and the fix)."""
+    from . import extras
+    from .inference import check_grid, load_forecaster, model_forecaster
 
     cfg = params.evaluate
     model, meta, normalizer = load_forecaster(args.model, args.stats, args.device, shards=args.shards)
@@ -179,31 +214,44 @@ def plan(args: argparse.Namespace, params) -> Plan:
     check_channels(headline, reader.channels, "evaluate.headline", args.params)
     check_channels(map_channels, reader.channels, "evaluate.map_channels", args.params)
     inits = test_inits(reader, params.data.splits.test, cfg.init_every_hours, lead_hours, n_steps)
-    return Plan(model, meta, normalizer, reader, lead_hours, n_steps, headline, map_channels, inits)
+    leads = [lead_hours * (s + 1) for s in range(n_steps)]
+    map_leads = select_leads(cfg.map_leads_hours, leads)
+    forecaster = model_forecaster(model, normalizer, lead_hours, reader.latitude, reader.longitude)
+    members = []
+    if cfg.ensemble.members > 1:
+        members = extras.load_member_forecasters(cfg, args.model, args.stats, args.device, meta, reader, forecaster)
+    options = extras.setup(params, args.params, reader, inits, leads, map_leads, members, normalizer.std)
+    return Plan(meta, forecaster, reader, lead_hours, n_steps, headline, map_channels, map_leads, inits, options)
 
 
 def run(p: Plan, params, device: str, out: Path) -> Scores:
-    """The climatology of the train split, then the scores of every rollout; the WB2 export in out/wb2."""
+    """The climatology of the train split, then the scores of every rollout (and of the options: extras.py) and
+    the significance of model - baselines; the WB2 export in out/wb2."""
     from . import climatology, export
-    from .inference import deterministic, model_forecaster
+    from .inference import deterministic
+    from .scorers import baseline_significance
 
     cfg = params.evaluate
-    valid = (p.inits[:, None] + (np.arange(1, p.n_steps + 1) * p.lead_hours * HOUR)[None]).ravel()
+    valid = (p.inits[:, None] + (np.asarray(p.leads) * HOUR)[None]).ravel()
     clim = climatology.compute(p.reader, params.data.splits.train, cfg.climatology_window_days, valid)
     print(
         f"evaluate: {len(p.inits)} initial times x {p.n_steps} steps of {p.lead_hours} h, "
-        f"{len(p.reader.channels)} channels",
+        f"{len(p.reader.channels)} channels" + (f", {p.extras.n_members} members" if p.extras.members else ""),
         file=sys.stderr,
     )
-    forecaster = model_forecaster(p.model, p.normalizer, p.lead_hours, p.reader.latitude, p.reader.longitude)
-    leads = [p.lead_hours * (s + 1) for s in range(p.n_steps)]
-    map_leads = select_leads(cfg.map_leads_hours, leads)
+    scorers = p.extras.scorers(p.reader, p.n_steps, p.leads, p.map_channels, cfg, params.seed)
     attrs = export.model_attrs(p.meta, "forge evaluate")
     wb2 = export.evaluation_export(out / "wb2", cfg.export_forecast, p.reader, p.inits, p.lead_hours, p.n_steps,
-                                   clim, attrs)  # fmt: skip
+                                   clim, attrs, cfg.batch_size)  # fmt: skip
     with deterministic(device), wb2 as sink:
-        return score(forecaster, p.reader, p.inits, p.n_steps, p.lead_hours, clim, cfg.batch_size, p.map_channels,
-                     map_leads, sink)  # fmt: skip
+        scores = score(p.forecaster, p.reader, p.inits, p.n_steps, p.lead_hours, clim, cfg.batch_size,
+                       p.map_channels, p.map_leads, sink, scorers, p.extras.members)  # fmt: skip
+    if p.extras.significance:
+        key_leads = select_leads(cfg.key_leads_hours, p.leads)
+        scores.sections["significance"] = baseline_significance(
+            scores.per_step, p.leads, key_leads, cfg.significance, cfg.init_every_hours, params.seed
+        )
+    return scores
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,20 +275,26 @@ def main(argv: list[str] | None = None) -> int:
         "model": p.meta.get("model"),
         "model_step": p.meta.get("step"),
         "model_provenance": p.meta.get("provenance"),
+        **p.extras.describe(),
+        "ensemble": cfg.ensemble.model_dump(mode="json") if p.extras.members else None,
+        "stations_file": cfg.stations.file or None,
+        "spectra_band": list(cfg.spectra.band),
     }
     lat, lon = p.reader.latitude, p.reader.longitude
     result = write_results(out, scores, p.headline, cfg.key_leads_hours, lat, lon, info)
     command = None if argv is None else [Path(sys.executable).name, "-m", __name__, *argv]
+    optional = [cfg.stations.file, cfg.land_sea_mask, *cfg.ensemble.checkpoints]
     provenance.write_provenance(
         out / "provenance.json",
         params=params,
         command=command,
-        inputs={args.model: None, args.shards: None, args.stats: None},
+        inputs={path: None for path in (args.model, args.shards, args.stats, *optional) if path},
     )
     for ch in p.headline:
         row = ", ".join(f"{h}: {v}" for h, v in result["rmse"][ch]["model"].items())
         print(f"evaluate: RMSE {ch} (model, {units.symbol(ch)}) {row}", file=sys.stderr)
-    print(f"evaluate: wrote {out}/metrics.json, per_lead.csv, plots/, maps/, wb2/, provenance.json", file=sys.stderr)
+    print(f"evaluate: wrote {out}/metrics.json, per_lead.csv, plots/, maps/, scores/, wb2/, provenance.json",
+          file=sys.stderr)  # fmt: skip
     return 0
 
 

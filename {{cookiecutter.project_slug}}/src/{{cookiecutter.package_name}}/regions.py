@@ -109,6 +109,32 @@ def region_weights(
     return RegionWeights(list(names), lat, lon, [r.surface for r in regions], land, total)
 
 
+def with_surfaces(names: Sequence[str]) -> list[str]:
+    """Each name followed by its _land and _sea variants (names that already are a variant are kept as they are)."""
+    out: list[str] = []
+    for name in names:
+        is_variant = name.endswith(tuple(f"_{s}" for s in SURFACES))
+        variants = [name] if is_variant else [name, *(f"{name}_{s}" for s in SURFACES)]
+        out += [v for v in variants if v not in out]
+    return out
+
+
+def empty_regions(
+    names: Sequence[str], latitude: np.ndarray, longitude: np.ndarray, land_sea_mask: np.ndarray | None = None
+) -> list[str]:
+    """The named regions that hold no weight on this grid: no grid point in the box, or no land (sea) fraction."""
+    land = None if land_sea_mask is None else check_land_sea_mask(land_sea_mask, latitude, longitude)
+    empty = []
+    for name in names:
+        r = region(name)
+        inside = lat_in(r, np.asarray(latitude))[:, None] & lon_in(r, np.asarray(longitude))[None, :]
+        if r.surface != "all":
+            inside = inside & ((land if r.surface == "land" else 1.0 - land) > 0)
+        if not inside.any():
+            empty.append(name)
+    return empty
+
+
 def check_land_sea_mask(mask: np.ndarray, latitude: np.ndarray, longitude: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask, dtype=np.float64)
     if mask.shape != (len(latitude), len(longitude)):

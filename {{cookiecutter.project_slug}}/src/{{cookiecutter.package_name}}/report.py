@@ -1,10 +1,12 @@
-"""One self-contained HTML report of an evaluation: scorecard, curves, maps, training curve, provenance.
+"""One self-contained HTML report of an evaluation: scorecard, curves, maps, training curve, provenance, and the
+sections of the optional evaluations that ran (report_sections.py): bias maps, regions, spectra, ensemble,
+stations, significance marks in the scorecard.
 
     python -m <package>.report --results results/ --out results/report.html
 
 Reads what `evaluate` and `train` wrote in --results (metrics.json, per_lead.csv, evaluation.json, maps/*.png,
-provenance.json, train_log.csv); missing pieces are reported as missing in the page, not as an error, except
-metrics/per-lead scores, without which there is no report. The page is the Jinja2 template
+scores/*.csv, provenance.json, train_log.csv); missing pieces are reported as missing in the page, not as an error,
+except metrics/per-lead scores, without which there is no report. The page is the Jinja2 template
 templates/report.html.j2 (autoescaped); images are embedded as base64 PNG, there is no script and no external
 resource, so the file can be mailed, archived and opened offline.
 """
@@ -18,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import cliargs, figures, units
+from . import cliargs, figures, report_sections, units
 from .errors import EvaluationError
 from .fileio import atomic_path
 from .scorecard import UNDEFINED, colour, fmt, scorecard
@@ -69,12 +71,14 @@ def load_results(results: Path) -> dict:
         for rows in per_forecast.values():
             rows.sort()
     log = _read_csv(results / "train_log.csv")
+    scores = {p.stem: _read_csv(p) for p in sorted((results / "scores").glob("*.csv"))}
     return {
         "dir": results,
         "metrics": _read_json(results / "metrics.json"),
         "table": table,
         "evaluation": _read_json(results / "evaluation.json") or {},
         "provenance": _read_json(results / "provenance.json"),
+        "scores": scores,
         "train_log": None if log is None else [{k: _float(v) for k, v in row.items()} for row in log],
     }
 
@@ -201,6 +205,7 @@ def context(results: dict) -> dict:
             alt = f"{entry['channel']}, lead {entry['lead_hours']} h ({entry['file']})"
             maps.append({"alt": alt, "png": base64.b64encode(path.read_bytes()).decode("ascii")})
     log = results["train_log"]
+    significance = report_sections.significance_marks(results)
     return {
         "title": "Forecast evaluation report",
         "overview": overview(results),
@@ -208,7 +213,13 @@ def context(results: dict) -> dict:
         "commit": _short(stamp.get("commit"), 10),
         "diff_sha256": _short(stamp.get("diff_sha256")),
         "params_sha256": _short(stamp.get("params_sha256")),
-        "scorecard": scorecard(table, channels, leads),
+        "scorecard": scorecard(table, channels, leads, significance and significance["marks"]),
+        "significance": significance and {k: v for k, v in significance.items() if k != "marks"},
+        "bias_maps": report_sections.bias_maps_view(results),
+        "regions": report_sections.regions_view(results, leads),
+        "spectra": report_sections.spectra_view(results, headline),
+        "ensemble": report_sections.ensemble_view(results, headline, leads),
+        "stations": report_sections.stations_view(results, leads),
         "undefined": UNDEFINED,
         "swatches": {"better": colour("RMSE", -25.0), "worse": colour("RMSE", 25.0)},
         "curves": [{"channel": ch, "png": figures.curves_figure(table, ch, units.symbol(ch))} for ch in headline],

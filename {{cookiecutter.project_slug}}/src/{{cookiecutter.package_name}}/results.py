@@ -7,32 +7,31 @@
   plots/rmse_<ch>.csv   lead_hours, model, persistence, climatology (headline channels; for `dvc plots`)
   plots/acc_<ch>.csv    the same for ACC
   maps/<ch>_<lead>h.png truth / forecast / error from the first test initial time
-  evaluation.json       what was evaluated (channels and their units, leads, initial times, the model's own
-                        provenance) for the report
+  maps/bias_<ch>.png    time-mean error (model - truth) over all initial times at the map leads
+  scores/*.csv          the optional evaluations (regions, spectra, ensemble, stations) at every lead; their
+                        metrics.json sections (and significance's) are described in sections.py
+  evaluation.json       what was evaluated (channels and their units, leads, initial times, the options that ran,
+                        the model's own provenance) for the report
 
-Metrics files hold numbers only, rounded to SIGNIFICANT digits, and are byte-identical across identical reruns; a
-score that is undefined (the ACC of the climatology forecast) is null in JSON and empty in CSV, never 0. Each file
-(and each directory) is replaced atomically.
+Metrics files hold numbers only (tables.py: SIGNIFICANT digits, null / empty when undefined) and are
+byte-identical across identical reruns. Each file (and each directory) is replaced atomically.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from . import figures, units
+from . import figures, sections, units
 from .fileio import atomic_path, atomic_write_text
+from .tables import FORECASTS, csv_text, rounded
+from .tables import fmt as _fmt
 
-FORECASTS = ("model", "persistence", "climatology")
 SCORES = ("rmse", "acc", "bias")
-SIGNIFICANT = 6  # digits kept in metrics files: enough for any comparison, and stable across reruns
 
 
 @dataclass
@@ -48,20 +47,10 @@ class Scores:
     # (channel, lead_hours) -> {"truth": (H, W), "forecast": (H, W)} from the first initial time
     maps: dict[tuple[str, int], dict[str, np.ndarray]] = field(default_factory=dict)
     map_init: str = ""
-
-
-
-def rounded(value: float) -> float | None:
-    """Round to SIGNIFICANT digits (so reruns and platforms agree); non-finite -> None (JSON null)."""
-    value = float(value)
-    if not math.isfinite(value):
-        return None
-    return float(f"{value:.{SIGNIFICANT}g}") + 0.0  # + 0.0 turns -0.0 into 0.0
-
-
-def _fmt(value: float) -> str:
-    r = rounded(value)
-    return "" if r is None else repr(r)
+    # per_step[mse|acc|bias][forecast]: (initial time, lead, channel) spatial means (for the significance)
+    per_step: dict | None = None
+    # the optional evaluations that ran (extras.py): section name -> its scorer's result (scorers.py)
+    sections: dict = field(default_factory=dict)
 
 
 def select_leads(wanted: Sequence[int], available: Sequence[int]) -> list[int]:
@@ -90,14 +79,6 @@ def metrics_dict(scores: Scores, key_leads: Sequence[int]) -> dict:
     return out
 
 
-def _csv(rows: list[list], header: list[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buf.getvalue()
-
-
 def per_lead_csv(scores: Scores) -> str:
     rows = []
     for i, h in enumerate(scores.leads_hours):
@@ -107,7 +88,7 @@ def per_lead_csv(scores: Scores) -> str:
             for f in FORECASTS:
                 values = [_fmt(getattr(scores, name)[f][i, ci]) for name in SCORES]
                 rows.append([h, ch, f, *values, unit])
-    return _csv(rows, ["lead_hours", "channel", "forecast", *SCORES, "units"])
+    return csv_text(rows, ["lead_hours", "channel", "forecast", *SCORES, "units"])
 
 
 def curve_csv(scores: Scores, name: str, channel: str) -> str:
@@ -115,13 +96,15 @@ def curve_csv(scores: Scores, name: str, channel: str) -> str:
     ci = scores.channels.index(channel)
     table = getattr(scores, name)
     rows = [[h] + [_fmt(table[f][i, ci]) for f in FORECASTS] for i, h in enumerate(scores.leads_hours)]
-    return _csv(rows, ["lead_hours", *FORECASTS])
+    return csv_text(rows, ["lead_hours", *FORECASTS])
 
 
-def write_maps(out: Path, scores: Scores, latitude, longitude) -> list[dict]:
-    """maps/<channel>_<lead>h.png in the order asked for (evaluate.map_channels); the index for evaluation.json."""
-    map_files = []
+def write_maps(out: Path, scores: Scores, latitude, longitude) -> tuple[list[dict], list[dict]]:
+    """maps/<channel>_<lead>h.png in the order asked for (evaluate.map_channels) and, when they were accumulated,
+    maps/bias_<channel>.png (time-mean error at the map leads); the two indexes for evaluation.json."""
+    map_files, bias_files = [], []
     order = list(dict.fromkeys(ch for ch, _ in scores.maps))
+    bias = scores.sections.get("bias_maps") or {}
     with atomic_path(out / "maps") as tmp:  # a new directory: no stale map of an earlier run survives
         tmp.mkdir()
         for (ch, lead), pair in sorted(scores.maps.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
@@ -130,7 +113,12 @@ def write_maps(out: Path, scores: Scores, latitude, longitude) -> list[dict]:
             figures.draw_map(tmp / name, latitude, longitude, truth, forecast, ch, lead, scores.map_init,
                              units.symbol(ch))  # fmt: skip
             map_files.append({"channel": ch, "lead_hours": lead, "file": f"maps/{name}"})
-    return map_files
+        for ch in dict.fromkeys(ch for ch, _ in bias):
+            fields = {lead: field_ for (c, lead), field_ in sorted(bias.items()) if c == ch}
+            name = f"bias_{ch}.png"
+            figures.draw_bias_maps(tmp / name, latitude, longitude, fields, ch, units.symbol(ch), scores.n_inits)
+            bias_files.append({"channel": ch, "leads_hours": list(fields), "file": f"maps/{name}"})
+    return map_files, bias_files
 
 
 def write_results(
@@ -146,6 +134,7 @@ def write_results(
     out = Path(out)
     key_leads = select_leads(key_leads, scores.leads_hours)
     result = metrics_dict(scores, key_leads)
+    result.update(sections.metrics_sections(scores.sections, scores.channels, headline, scores.leads_hours, key_leads))
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2, sort_keys=True) + "\n")
     atomic_write_text(out / "per_lead.csv", per_lead_csv(scores))
     with atomic_path(out / "plots") as tmp:  # a new directory: no stale curve of another headline channel survives
@@ -153,6 +142,8 @@ def write_results(
         for ch in headline:
             for name in ("rmse", "acc"):
                 (tmp / f"{name}_{ch}.csv").write_text(curve_csv(scores, name, ch))
+    score_files = sections.write_score_files(out / "scores", scores.sections, scores.channels, scores.leads_hours)
+    map_files, bias_files = write_maps(out, scores, latitude, longitude)
     summary = {
         "channels": scores.channels,
         "units": {ch: units.symbol(ch) for ch in scores.channels},
@@ -160,8 +151,10 @@ def write_results(
         "key_leads_hours": list(key_leads),
         "leads_hours": scores.leads_hours,
         "n_inits": scores.n_inits,
-        "maps": write_maps(out, scores, latitude, longitude),
+        "maps": map_files,
+        "bias_maps": bias_files,
         "map_init": scores.map_init,
+        "score_files": [f"scores/{name}" for name in score_files],
         **(info or {}),
     }
     atomic_write_text(out / "evaluation.json", json.dumps(summary, indent=2, sort_keys=True, default=str) + "\n")

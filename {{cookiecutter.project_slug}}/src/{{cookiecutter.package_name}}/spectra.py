@@ -23,6 +23,7 @@ takes one batch of initial times at a time; memory is independent of the number 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -58,6 +59,22 @@ def zonal_energy_spectrum(field: np.ndarray, latitude: np.ndarray, longitude: np
     power = coeff.real**2 + coeff.imag**2
     power[..., 1:] *= 2.0
     return power * circumference_m(latitude)[:, None]
+
+
+def energy_units(units: str) -> str:
+    """Units of S for a field in `units` (UDUNITS, e.g. 'm2 s-2'): metres times the units squared ('m5 s-4');
+    '' when the field's units are unknown."""
+    if not units:
+        return ""
+    powers: dict[str, int] = {"m": 1}
+    for token in units.split():
+        found = re.fullmatch(r"([A-Za-z%]+)(-?\d+)?", token)
+        if found is None:  # not a plain product of powers: keep it whole
+            return f"m ({units})2"
+        if found.group(1) != "1":
+            base = found.group(1)
+            powers[base] = powers.get(base, 0) + 2 * int(found.group(2) or 1)
+    return " ".join(base if p == 1 else f"{base}{p}" for base, p in powers.items() if p)
 
 
 def wavenumbers(nlon: int) -> np.ndarray:

@@ -18,6 +18,7 @@ forecasts at stations without downloading observations:
 
     python -m <package>.stations --shards data/shards --out data/stations.csv \
         --variables 2m_temperature --start 2001-02-01 --end 2001-03-31T18:00 --n 200 --noise 2m_temperature=0.5
+    <package> stations --params params.yaml --noise 2m_temperature=0.5     # the test split and seed of params
 
 Memory: the observations are held as a (time, station) array per variable (a year of hourly data at 10 000
 stations is 700 MB per variable: split the file by time for more); the builder reads one shard at a time.
@@ -267,22 +268,34 @@ def _noise(items: Sequence[str]) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     """Build a synthetic station CSV from the shards (for the demo)."""
     p = argparse.ArgumentParser(prog="stations", description=main.__doc__)
+    p.add_argument("--params", default=None, help="params.yaml: --start/--end default to data.splits.test, --seed "
+                   "to its seed")  # fmt: skip
     p.add_argument("--shards", default="data/shards", help="directory of block_NNNN.zarr shards")
     p.add_argument("--out", default="data/stations.csv", help="CSV to write")
     p.add_argument("--variables", nargs="+", default=["2m_temperature"], help="channels the stations observe")
-    p.add_argument("--start", required=True, help="first time (ISO), e.g. the test split's start")
-    p.add_argument("--end", required=True, help="last time (ISO, inclusive)")
+    p.add_argument("--start", default=None, help="first time (ISO), e.g. the test split's start")
+    p.add_argument("--end", default=None, help="last time (ISO, inclusive)")
     p.add_argument("--n", type=int, default=200, help="number of stations")
     p.add_argument("--noise", nargs="*", default=[], help="VARIABLE=STD representativeness noise, in its units")
-    p.add_argument("--seed", type=int, default=0, help="seed of the locations and the noise")
+    p.add_argument("--seed", type=int, default=None, help="seed of the locations and the noise (default 0)")
     args = p.parse_args(argv)
+    if args.params:
+        from .config import load_params
+
+        params = load_params(args.params)
+        args.start = args.start or params.data.splits.test[0]
+        args.end = args.end or params.data.splits.test[1]
+        args.seed = params.seed if args.seed is None else args.seed
+    if args.start is None or args.end is None:
+        p.error("give --start and --end, or --params to take them from data.splits.test")
     try:
         noise = _noise(args.noise)
     except ValueError as exc:
         p.error(str(exc))
     if args.n < 1:
         p.error(f"--n {args.n}: need at least 1 station")
-    stations = stations_from_shards(args.shards, args.variables, args.start, args.end, args.n, noise, args.seed)
+    seed = 0 if args.seed is None else args.seed
+    stations = stations_from_shards(args.shards, args.variables, args.start, args.end, args.n, noise, seed)
     write_stations_csv(stations, args.out)
     print(f"{args.out}: {len(stations.ids)} stations x {len(stations.times)} times, {', '.join(stations.values)}")
     return 0
