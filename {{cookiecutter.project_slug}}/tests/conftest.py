@@ -140,8 +140,25 @@ class Tiny:
             "  spectra: {band: [20, 70]}\n"  # the 4-row grid has no row in the default 30..60 band
             "  allow_dirty: true\n"
         )
-        return {"params": root / "params.yaml", "model": root / "models" / "model.pt", "stats": root / "stats.json",
-                "shards": shards}  # fmt: skip
+        files = {"params": root / "params.yaml", "model": root / "models" / "model.pt", "stats": root / "stats.json",
+                 "shards": shards}  # fmt: skip
+        files["climatology"] = cls.climatology(files, root / "data" / "climatology.zarr")
+        return files
+
+    @staticmethod
+    def climatology(files: dict, out: Path) -> Path:
+        """The climatology stage's output for a project made by build_project, linked at `out` (evaluate's default
+        data/climatology.zarr when run from the project's root). The stage runs once per shards directory, beside
+        it: build_project always writes the same params, so the store fits every such project."""
+        shards = files["shards"]
+        made = shards.parent / f"{shards.name}-climatology.zarr"
+        if not made.exists():
+            argv = ["--params", str(files["params"]), "--shards", str(shards), "--out", str(made)]
+            assert _module("climatology").main(argv) == 0
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not out.is_symlink():  # a second build_project in the same root keeps its link
+            out.symlink_to(made, target_is_directory=True)
+        return out
 
     @staticmethod
     def argv(files: dict) -> list[str]:

@@ -16,8 +16,8 @@ HEADLINE = ["geopotential_500", "2m_temperature"]
 
 @pytest.fixture(scope="module")
 def mods(pkg_name):
-    names = ("evaluate", "results", "climatology", "inference")
-    return {name: importlib.import_module(f"{pkg_name}.{name}") for name in names}
+    names = ("evaluate", "results", "climatology", "climatology_store", "inference", "data.stats")
+    return {name.rsplit(".", 1)[-1]: importlib.import_module(f"{pkg_name}.{name}") for name in names}
 
 
 @pytest.fixture(scope="module")
@@ -34,18 +34,32 @@ def test_shard_reader_reads_across_shards(tiny, mods, shards):
         reader.read(np.array(["2002-01-01"], dtype="datetime64[ns]"))
 
 
-def test_climatology_by_hand(tiny, mods, shards):
-    clim_mod = mods["climatology"]
+TRAIN = ("2000-01-01", "2000-12-31T18:00")
+
+
+def uniform_climatology(mods, shards, half_width: int, out: Path):
+    """The climatology stage's computation (uniform window, float64) of the tiny shards' train split, as evaluate
+    reads it."""
+    mods["climatology"].compute_store(mods["stats"].ShardSteps(shards), TRAIN, half_width, "uniform", out, {},
+                                      np.float64)  # fmt: skip
     reader = mods["inference"].ShardReader(shards)
-    train = ("2000-01-01", "2000-12-31T18:00")
+    return mods["climatology_store"].Climatology(out, reader.channels, reader.latitude, reader.longitude)
+
+
+@pytest.fixture(scope="module")
+def clim15(mods, shards, tmp_path_factory):
+    return uniform_climatology(mods, shards, 15, tmp_path_factory.mktemp("clim") / "c.zarr")
+
+
+def test_climatology_by_hand(tiny, mods, shards, tmp_path):
     query = np.array(["2001-01-05T06:00", "2001-01-01T00:00", "2001-12-31T18:00"], dtype="datetime64[ns]")
     # window 0: the climatology of a day is the training state of that day of year and hour (one year of data)
-    clim0 = clim_mod.compute(reader, train, 0, query[:2])
+    clim0 = uniform_climatology(mods, shards, 0, tmp_path / "c0.zarr")
     expected = tiny.truth_field(np.array(["2000-01-05T06:00", "2000-01-01T00:00"], dtype="datetime64[ns]"))
     np.testing.assert_allclose(clim0.at(query[:2]), expected, rtol=1e-6)
     # window 1: mean of the three neighbouring days at the same hour, circular over the year:
     # 2001-01-01 (day 1) averages 2000-12-31 (day 366), 2000-01-01 and 2000-01-02
-    clim1 = clim_mod.compute(reader, train, 1, query)
+    clim1 = uniform_climatology(mods, shards, 1, tmp_path / "c1.zarr")
     days = np.array(["2000-12-31T00", "2000-01-01T00", "2000-01-02T00"], dtype="datetime64[ns]")
     np.testing.assert_allclose(clim1.at(query[1:2])[0], tiny.truth_field(days).astype(np.float64).mean(0), rtol=1e-6)
     # 2001-12-31 is day 365 of a non-leap year: days 364..366 of the training year (WB2 uses dayofyear too)
@@ -53,18 +67,10 @@ def test_climatology_by_hand(tiny, mods, shards):
     np.testing.assert_allclose(clim1.at(query[2:])[0], tiny.truth_field(days).astype(np.float64).mean(0), rtol=1e-6)
 
 
-def test_climatology_errors_name_the_fix(mods, shards):
-    reader = mods["inference"].ShardReader(shards)
-    with pytest.raises(ValueError, match="data.splits.train"):
-        mods["climatology"].compute(reader, ("1990-01-01", "1990-02-01"), 15)
-
-
-def _score_with(mods, shards, forecaster, batch_size=3):
+def _score_with(mods, shards, clim, forecaster, batch_size=3):
     reader = mods["inference"].ShardReader(shards)
     ev = mods["evaluate"]
     inits = ev.test_inits(reader, ("2001-01-01", "2001-01-20T18:00"), 24, 6, 4)
-    valid = (inits[:, None] + (np.arange(1, 5) * 6 * HOUR)[None]).ravel()
-    clim = mods["climatology"].compute(reader, ("2000-01-01", "2000-12-31T18:00"), 15, valid)
     return (
         reader,
         inits,
@@ -83,8 +89,8 @@ def oracle(tiny):
     return forecast
 
 
-def test_perfect_model_and_hand_computed_persistence(tiny, oracle, mods, shards):
-    _, inits, clim, scores = _score_with(mods, shards, oracle)
+def test_perfect_model_and_hand_computed_persistence(tiny, oracle, mods, shards, clim15):
+    _, inits, clim, scores = _score_with(mods, shards, clim15, oracle)
     assert len(inits) == 19 and inits[-1] == np.datetime64("2001-01-19T00:00")  # the last whose 24 h fit the split
     assert scores.leads_hours == [6, 12, 18, 24]
     np.testing.assert_allclose(scores.rmse["model"], 0.0, atol=1e-9)
@@ -103,9 +109,9 @@ def test_perfect_model_and_hand_computed_persistence(tiny, oracle, mods, shards)
     assert set(scores.maps) == {("geopotential_500", 12), ("geopotential_500", 24)}
 
 
-def test_scores_do_not_depend_on_batching(mods, oracle, shards):
-    a = _score_with(mods, shards, oracle, batch_size=1)[3]
-    b = _score_with(mods, shards, oracle, batch_size=7)[3]
+def test_scores_do_not_depend_on_batching(mods, oracle, shards, clim15):
+    a = _score_with(mods, shards, clim15, oracle, batch_size=1)[3]
+    b = _score_with(mods, shards, clim15, oracle, batch_size=7)[3]
     for name in ("rmse", "acc", "bias"):
         for f in ("model", "persistence", "climatology"):
             np.testing.assert_array_equal(getattr(a, name)[f], getattr(b, name)[f])
@@ -120,9 +126,9 @@ def _walk_numbers(obj):
         yield obj
 
 
-def test_results_files(tiny, oracle, mods, shards, tmp_path):
+def test_results_files(tiny, oracle, mods, shards, clim15, tmp_path):
     res = mods["results"]
-    _, _, _, scores = _score_with(mods, shards, oracle)
+    _, _, _, scores = _score_with(mods, shards, clim15, oracle)
     out = tmp_path / "results"
     res.write_results(out, scores, HEADLINE, [6, 24, 72], tiny.LAT, tiny.LON, {"lead_hours": 6})
     result = json.loads((out / "metrics.json").read_text())
@@ -203,9 +209,12 @@ def test_evaluate_cli_end_to_end(pkg_name, tiny, mods, shards, tmp_path, monkeyp
     assert sorted(p.name for p in (out / "maps").iterdir()) == ["2m_temperature_24h.png", "bias_2m_temperature.png",
                                                                 "bias_geopotential_500.png", "geopotential_500_24h.png"]
     stamp = json.loads((out / "provenance.json").read_text())
-    assert "params_sha256" in stamp and set(stamp["inputs"]) == {str(files["model"]), str(shards), str(files["stats"])}
+    assert "params_sha256" in stamp and set(stamp["inputs"]) == {str(files["model"]), str(shards), str(files["stats"]),
+                                                                 "data/climatology.zarr"}  # the default store
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert evaluation["model_provenance"]["commit"].startswith("feedc0de")
+    assert evaluation["climatology"] == {"climatology": "computed", "train": list(TRAIN), "window_days": 15,
+                                         "window_shape": "triangular"}  # what the store was made from
     # identical rerun -> byte-identical metrics files
     assert mods["evaluate"].main([*argv, "--out", "results2"]) == 0
     for name in ("metrics.json", "per_lead.csv", "plots/rmse_geopotential_500.csv", "evaluation.json"):
@@ -224,6 +233,36 @@ def test_evaluate_rejects_unknown_headline(pkg_name, tiny, mods, shards, tmp_pat
     )
     with pytest.raises(ValueError, match=r"evaluate.headline.*geopotential_300.*Fix"):
         mods["evaluate"].main([*tiny.argv(files), "--out", "results"])
+
+
+def test_evaluate_scores_against_the_given_store_and_refuses_others(pkg_name, tiny, mods, shards, tmp_path,
+                                                                    monkeypatch):
+    """--climatology is the store evaluate scores against (the WB2 export holds its values); a missing store or one
+    made with other params is refused before any output is written, naming the rerun."""
+    import xarray as xr
+
+    monkeypatch.chdir(tmp_path)
+    files = tiny.build_project(pkg_name, tmp_path, shards)
+    with pytest.raises(ValueError, match="nowhere.zarr: no climatology. Fix: run the climatology stage"):
+        mods["evaluate"].main([*tiny.argv(files), "--climatology", "nowhere.zarr", "--out", "results"])
+    text = files["params"].read_text() + "  climatology_window_days: 3\n  climatology_window_shape: uniform\n"
+    files["params"].write_text(text)
+    with pytest.raises(ValueError, match="data/climatology.zarr was made from .* rerun the climatology stage"):
+        mods["evaluate"].main([*tiny.argv(files), "--out", "results"])  # the default store: window 15
+    assert not (tmp_path / "results").exists()
+    other = tmp_path / "other.zarr"
+    stage = ["--params", str(files["params"]), "--shards", str(shards), "--out", str(other)]
+    assert mods["climatology"].main(stage) == 0  # the climatology stage with these params
+    assert mods["evaluate"].main([*tiny.argv(files), "--climatology", str(other), "--out", "results"]) == 0
+    store = mods["climatology_store"].Climatology(other, tiny.CHANNELS, tiny.LAT, tiny.LON)
+    default = mods["climatology_store"].Climatology(files["climatology"], tiny.CHANNELS, tiny.LAT, tiny.LON)
+    with xr.open_zarr(tmp_path / "results" / "wb2" / "climatology.zarr") as exported:
+        z500 = exported["geopotential"].sel(level=500, dayofyear=19, hour=6).values
+    when = np.array(["2001-01-19T06:00"], dtype="datetime64[ns]")  # a valid time scored
+    np.testing.assert_allclose(z500, store.at(when)[0, 0], rtol=1e-6)
+    assert not np.allclose(z500, default.at(when)[0, 0], rtol=1e-6)  # not the default store's values
+    stamp = json.loads((tmp_path / "results" / "provenance.json").read_text())
+    assert str(other) in stamp["inputs"]
 
 
 def _recomputed_rmse(forecast, truth, lead_hours: int, var: str, level=None) -> float:

@@ -171,14 +171,13 @@ def test_exported_forecast_is_bitwise_what_evaluate_scored(pkg_name, tiny, tiny_
 
     ev = importlib.import_module(f"{pkg_name}.evaluate")
     inference = importlib.import_module(f"{pkg_name}.inference")
-    clim_mod = importlib.import_module(f"{pkg_name}.climatology")
+    clim_store = importlib.import_module(f"{pkg_name}.climatology_store")
     monkeypatch.chdir(tmp_path)
     files = tiny.build_project(pkg_name, tmp_path, tiny_shards, weight_std=0.3)
     reader = inference.ShardReader(tiny_shards)
     model, meta, norm = inference.load_forecaster(files["model"])
     inits = ev.test_inits(reader, ("2001-01-06", "2001-01-20T18:00"), 12, 6, 4)
-    valid = (inits[:, None] + (np.arange(1, 5) * 6 * tiny.HOUR)[None]).ravel()
-    clim = clim_mod.compute(reader, ("2000-01-01", "2000-12-31T18:00"), 15, valid)
+    clim = clim_store.Climatology(files["climatology"], reader.channels, reader.latitude, reader.longitude)
     model_forecast = inference.model_forecaster(model, norm, 6, reader.latitude, reader.longitude)
     scored = {}
 

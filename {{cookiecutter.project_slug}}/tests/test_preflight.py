@@ -87,6 +87,19 @@ def test_all_problems_are_reported_together(mods, raw):
     assert len(found) == 3, found
 
 
+def test_climatology_check_is_the_stages_window_rule(mods, raw):
+    """A triangular window of half-width w reaches +-(w - 1) days (its ends weigh 0), a uniform one +-w: preflight
+    asks what the climatology stage will compute. Train ends on day 31, the test's last valid day is day 90."""
+    january = {"data.splits.train": ["2000-01-01", "2000-01-31T18:00"], "evaluate.climatology_window_days": 59}
+    found = problems(mods, params_with(mods, raw, **january))
+    assert len(found) == 1 and "window_days 59: no training state" in found[0], found
+    assert "within the triangular window of day 90 at 00h" in found[0]
+    mods["preflight"].check(params_with(mods, raw, **january, **{"evaluate.climatology_window_shape": "uniform"}))
+    mods["preflight"].check(params_with(mods, raw, **{**january, "evaluate.climatology_window_days": 60}))
+    # an external store is the stage's to check (it opens the store), not preflight's
+    mods["preflight"].check(params_with(mods, raw, **january, **{"evaluate.climatology": "clim.zarr"}))
+
+
 @pytest.fixture(scope="module")
 def local_store(mods, raw, tmp_path_factory):
     """A small 'real' source: the synthetic atmosphere written as a zarr store, 2000-01-01 .. 2000-03-31."""

@@ -50,7 +50,8 @@ def make_results(pkg_name: str, out: Path, with_train_log: bool = True) -> Path:
         "lead_hours": 6,
         "test_split": ["2001-02-01", "2001-03-31T18:00"],
         "train_split": ["2000-01-01", "2000-12-31T18:00"],
-        "climatology_window_days": 15,
+        "climatology": {"climatology": "computed", "train": ["2000-01-01", "2000-12-31T18:00"], "window_days": 15,
+                        "window_shape": "triangular"},
         "model": {"name": "unet", "width": 32, "depth": 2},
         "model_step": 1200,
         "model_provenance": {"commit": "0123456789abcdef", "dirty": False, "params_sha256": "ab" * 32},
@@ -84,6 +85,11 @@ def test_report_is_self_contained(tmp_path, pkg_name, report_mod):
     assert page.count("data:image/png;base64,") == 3 + 4 + 1  # curves, maps, training
     assert "geopotential_500" in page and "0123456789" in page  # scorecard row, model's training commit
     assert 'class="good"' in page  # the made-up model beats persistence
+    # the ACC reference as evaluation.json records it: the computed window's shape and width, or the external store
+    clim = "train split 2000-01-01 .. 2000-12-31T18:00, day of year x hour of day, triangular window of +-15 days"
+    assert clim in page
+    external = report_mod.climatology_text({"climatology": "gs://wb2/era5-clim.zarr"})
+    assert external == "external store gs://wb2/era5-clim.zarr, day of year x hour of day"
 
 
 def test_report_without_train_log_or_provenance(tmp_path, pkg_name, report_mod):

@@ -32,7 +32,6 @@ from __future__ import annotations
 import functools
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -148,6 +147,24 @@ def weighted_counts(counts: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.array([int(np.dot(weights, counts[(day + offsets) % DAYS])) for day in range(DAYS)], dtype=np.int64)
 
 
+def window_counts(members: list[list[int]], weights: np.ndarray) -> np.ndarray:
+    """The weighted number of training states in each day's window, for one hour (members_by_day): a day has a value
+    exactly where this is > 0."""
+    return weighted_counts(np.array([len(m) for m in members]), weights)
+
+
+def keys_with_data(train_times: np.ndarray, half_width: int, shape: str) -> set[tuple[int, int]]:
+    """The (0-based day of year, hour of day) keys whose window holds a training state: the keys a computed
+    climatology has values for (the rule compute_store writes by; preflight checks the test forecasts against it)."""
+    weights = window_weights(half_width, shape)
+    hours = sorted({int(h) for h in day_and_hour(train_times)[1]})
+    keys: set[tuple[int, int]] = set()
+    for hour, members in zip(hours, members_by_day(train_times, hours), strict=True):
+        counts = window_counts(members, weights)
+        keys.update((int(day), hour) for day in np.flatnonzero(counts))
+    return keys
+
+
 def provenance(params) -> dict:
     """What data/climatology.zarr is made from, as params say: written into the store, checked by `load`."""
     cfg = params.evaluate
@@ -158,9 +175,9 @@ def provenance(params) -> dict:
 
 
 def compute_store(steps: ShardSteps, train: Sequence[str], half_width: int, shape: str, out: Path,
-                  made_from: dict, dtype=np.float32, only: set[tuple[int, int]] | None = None) -> int:
-    """Write the climatology of the train split of `steps` to `out`; return the number of fields written.
-    `only`: (0-based day, hour) keys to write (None = every key with data in its window)."""
+                  made_from: dict, dtype=np.float32) -> int:
+    """Write the climatology of the train split of `steps` to `out` (every key with data in its window); return the
+    number of fields written."""
     weights = window_weights(half_width, shape)
     index = steps.indices_in(*train)
     if len(index) == 0:
@@ -171,18 +188,17 @@ def compute_store(steps: ShardSteps, train: Sequence[str], half_width: int, shap
     with writer(out, steps.channels, steps.latitude, steps.longitude, hours, made_from, dtype) as write:
         written = 0
         for hi, members in enumerate(members_by_day(times, hours)):
-            only_days = None if only is None else {d for d, h in only if h == hours[hi]}
-            written += _write_hour(write, hi, members, steps, index, half_width, shape, weights, only_days)
+            written += _write_hour(write, hi, members, steps, index, half_width, shape, weights)
         return written
 
 
 def _write_hour(write, hi: int, members: list[list[int]], steps: ShardSteps, index, half_width: int, shape: str,
-                weights: np.ndarray, only_days: set[int] | None) -> int:
-    """Window sums of one hour of day, day by day; the days with data in their window (and in `only_days`) are
-    written in runs of consecutive days, a block at a time. Returns the number of days written."""
+                weights: np.ndarray) -> int:
+    """Window sums of one hour of day, day by day; the days with data in their window are written in runs of
+    consecutive days, a block at a time. Returns the number of days written."""
     field_shape = (len(steps.channels), len(steps.latitude), len(steps.longitude))
-    counts = weighted_counts(np.array([len(m) for m in members]), weights)
-    wanted = {d for d in range(DAYS) if counts[d] and (only_days is None or d in only_days)}
+    counts = window_counts(members, weights)
+    wanted = {d for d in range(DAYS) if counts[d]}
     if not wanted:
         return 0
     block, last_wanted, written = days_per_block(field_shape), max(wanted), 0
@@ -236,22 +252,6 @@ def load(path: str | Path, params, channels: Sequence[str], latitude, longitude)
     if clim.provenance != want:
         raise EvaluationError(f"{path} was made from {clim.provenance}, but params.yaml asks for {want}. Fix: rerun "
                               f"the climatology stage (dvc repro climatology, or snakemake {path} --forcerun).")
-    return clim
-
-
-def compute(reader, train_range: Sequence[str], window_days: int, needed_times=None) -> Climatology:
-    """Until evaluate reads data/climatology.zarr (`load`): the climatology that evaluate has always used (uniform
-    window, float64), for the keys of `needed_times`, in a temporary store that lives as long as the result."""
-    steps = ShardSteps(reader.dir)
-    only = None
-    if needed_times is not None:
-        days, hours = day_and_hour(np.asarray(list(needed_times)))
-        only = set(zip(days.tolist(), hours.tolist(), strict=True))
-    tmp = tempfile.TemporaryDirectory(prefix="climatology-")
-    store = Path(tmp.name) / "climatology.zarr"
-    compute_store(steps, train_range, window_days, "uniform", store, {}, np.float64, only)
-    clim = Climatology(store, steps.channels, steps.latitude, steps.longitude)
-    clim.tempdir = tmp  # removed with the object
     return clim
 
 

@@ -1,13 +1,14 @@
 """Score autoregressive rollouts on the test split against persistence and climatology (WB2 definitions).
 
     python -m <package>.evaluate --params params.yaml --model models/model.pt --shards data/shards \
-        --stats data/stats.json --out results/
+        --stats data/stats.json --climatology data/climatology.zarr --out results/
 
 Forecasts start every evaluate.init_every_hours in the test split (all their valid times inside it) and run in
 steps of train.lead_hours up to evaluate.max_lead_hours. Three forecasts are scored at every lead, in physical units:
   model        the rollout of models/model.pt
   persistence  the initial state, unchanged
-  climatology  the day-of-year x hour climatology of the train split (climatology.py)
+  climatology  data/climatology.zarr, the climatology stage's output (climatology.py; refused if made with other
+               params); every valid time's (day of year, hour) is checked in it before the first rollout
 Scores (metrics.py): RMSE, bias, ACC, per channel (a level is a channel: geopotential_500) and lead; the
 headline of metrics.json. Optional evaluations (extras.py decides which run, scorers.py computes them as the
 rollouts stream past, sections.py writes them): scores per WB2 region (and land / sea with evaluate.land_sea_mask),
@@ -42,6 +43,7 @@ from .results import FORECASTS, Scores, select_leads, write_results
 from .scorers import Step
 
 if TYPE_CHECKING:
+    from .climatology_store import Climatology
     from .extras import Extras
 
 
@@ -160,6 +162,8 @@ def _score_globally(per: dict, step: Step, weights: np.ndarray) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     p = cliargs.parser("evaluate", __doc__, "params", "model", "shards", "stats", "device")
+    p.add_argument("--climatology", default="data/climatology.zarr",
+                   help="climatology store (the climatology stage's output; default: %(default)s)")
     p.add_argument("--out", default="results", help="output directory (default: results/)")
     return p
 
@@ -186,6 +190,7 @@ class Plan:
     map_channels: list[str]
     map_leads: list[int]
     inits: np.ndarray
+    clim: Climatology
     extras: Extras
 
     @property
@@ -195,7 +200,7 @@ class Plan:
 
 def plan(args: argparse.Namespace, params) -> Plan:
     """Load the model(s) and the shards and check params against them (errors name the key and the fix)."""
-    from . import extras
+    from . import climatology, extras
     from .inference import check_grid, load_forecaster, model_forecaster
 
     cfg = params.evaluate
@@ -215,25 +220,25 @@ def plan(args: argparse.Namespace, params) -> Plan:
     check_channels(map_channels, reader.channels, "evaluate.map_channels", args.params)
     inits = test_inits(reader, params.data.splits.test, cfg.init_every_hours, lead_hours, n_steps)
     leads = [lead_hours * (s + 1) for s in range(n_steps)]
+    clim = climatology.load(args.climatology, params, reader.channels, reader.latitude, reader.longitude)
+    clim.check((inits[:, None] + (np.asarray(leads) * HOUR)[None]).ravel())  # every valid time, before any rollout
     map_leads = select_leads(cfg.map_leads_hours, leads)
     forecaster = model_forecaster(model, normalizer, lead_hours, reader.latitude, reader.longitude)
     members = []
     if cfg.ensemble.members > 1:
         members = extras.load_member_forecasters(cfg, args.model, args.stats, args.device, meta, reader, forecaster)
     options = extras.setup(params, args.params, reader, inits, leads, map_leads, members, normalizer.std)
-    return Plan(meta, forecaster, reader, lead_hours, n_steps, headline, map_channels, map_leads, inits, options)
+    return Plan(meta, forecaster, reader, lead_hours, n_steps, headline, map_channels, map_leads, inits, clim, options)
 
 
 def run(p: Plan, params, device: str, out: Path) -> Scores:
-    """The climatology of the train split, then the scores of every rollout (and of the options: extras.py) and
-    the significance of model - baselines; the WB2 export in out/wb2."""
-    from . import climatology, export
+    """The scores of every rollout (and of the options: extras.py) and the significance of model - baselines; the
+    WB2 export in out/wb2."""
+    from . import export
     from .inference import deterministic
     from .scorers import baseline_significance
 
     cfg = params.evaluate
-    valid = (p.inits[:, None] + (np.asarray(p.leads) * HOUR)[None]).ravel()
-    clim = climatology.compute(p.reader, params.data.splits.train, cfg.climatology_window_days, valid)
     print(
         f"evaluate: {len(p.inits)} initial times x {p.n_steps} steps of {p.lead_hours} h, "
         f"{len(p.reader.channels)} channels" + (f", {p.extras.n_members} members" if p.extras.members else ""),
@@ -242,9 +247,9 @@ def run(p: Plan, params, device: str, out: Path) -> Scores:
     scorers = p.extras.scorers(p.reader, p.n_steps, p.leads, p.map_channels, cfg, params.seed)
     attrs = export.model_attrs(p.meta, "forge evaluate")
     wb2 = export.evaluation_export(out / "wb2", cfg.export_forecast, p.reader, p.inits, p.lead_hours, p.n_steps,
-                                   clim, attrs, cfg.batch_size)  # fmt: skip
+                                   p.clim, attrs, cfg.batch_size)  # fmt: skip
     with deterministic(device), wb2 as sink:
-        scores = score(p.forecaster, p.reader, p.inits, p.n_steps, p.lead_hours, clim, cfg.batch_size,
+        scores = score(p.forecaster, p.reader, p.inits, p.n_steps, p.lead_hours, p.clim, cfg.batch_size,
                        p.map_channels, p.map_leads, sink, scorers, p.extras.members)  # fmt: skip
     if p.extras.significance:
         key_leads = select_leads(cfg.key_leads_hours, p.leads)
@@ -255,7 +260,7 @@ def run(p: Plan, params, device: str, out: Path) -> Scores:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import provenance
+    from . import climatology, provenance
     from .config import load_params
 
     args = _parser().parse_args(argv)
@@ -271,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "lead_hours": p.lead_hours,
         "test_split": list(params.data.splits.test),
         "train_split": list(params.data.splits.train),
-        "climatology_window_days": cfg.climatology_window_days,
+        "climatology": climatology.provenance(params),
         "model": p.meta.get("model"),
         "model_step": p.meta.get("step"),
         "model_provenance": p.meta.get("provenance"),
@@ -288,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         out / "provenance.json",
         params=params,
         command=command,
-        inputs={path: None for path in (args.model, args.shards, args.stats, *optional) if path},
+        inputs={path: None for path in (args.model, args.shards, args.stats, args.climatology, *optional) if path},
     )
     for ch in p.headline:
         row = ", ".join(f"{h}: {v}" for h, v in result["rmse"][ch]["model"].items())

@@ -167,26 +167,27 @@ def sample_problems(params: Params, data: Data, path: str) -> list[str]:
     return problems
 
 
-def _day_and_hour(times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """0-based day of year and hour of day (as climatology.py keys its values)."""
-    days = (times.astype("datetime64[D]") - times.astype("datetime64[Y]")).astype(np.int64)
-    return days, ((times - times.astype("datetime64[D]")) // HOUR).astype(np.int64)
-
-
 def climatology_problems(params: Params, data: Data, path: str) -> list[str]:
-    """Every valid time of the test forecasts needs training states of its hour within +-window days of its day
-    of year (climatology.py: the day-of-year x hour climatology of the train split)."""
-    splits, window, lead = params.data.splits, params.evaluate.climatology_window_days, params.train.lead_hours
+    """Every valid time of the test forecasts needs training states of its hour within the window around its day of
+    year: the rule of the computed climatology (climatology.keys_with_data). An external store is checked when the
+    climatology stage opens it."""
+    from .climatology import keys_with_data
+    from .climatology_store import day_and_hour
+
+    splits, ev, lead = params.data.splits, params.evaluate, params.train.lead_hours
+    if ev.climatology != "computed":
+        return []
     test = _in(data.times, splits.test)
     valid = test[test >= test[0] + lead * HOUR] if len(test) else test
-    train_days, train_hours = _day_and_hour(_in(data.times, splits.train))
-    for day, hour in sorted(set(zip(*_day_and_hour(valid), strict=True))):
-        near = np.abs((train_days - day + 183) % 366 - 183) <= window
-        if not np.any(near & (train_hours == hour)):
-            return [f"{path}: evaluate.climatology_window_days {window}: no training state (data.splits.train "
-                    f"{list(splits.train)}) within +-{window} days of day {day + 1} at {hour:02d}h, a valid time "
-                    f"of the test forecasts (data.splits.test {list(splits.test)}). Fix: raise "
-                    "evaluate.climatology_window_days, or widen data.splits.train to those days of the year."]
+    have = keys_with_data(_in(data.times, splits.train), ev.climatology_window_days, ev.climatology_window_shape)
+    missing = sorted(set(zip(*(k.tolist() for k in day_and_hour(valid)), strict=True)) - have)
+    if missing:
+        day, hour = missing[0]
+        return [f"{path}: evaluate.climatology_window_days {ev.climatology_window_days}: no training state "
+                f"(data.splits.train {list(splits.train)}) within the {ev.climatology_window_shape} window of day "
+                f"{day + 1} at {hour:02d}h, a valid time of the test forecasts "
+                f"(data.splits.test {list(splits.test)}). Fix: raise evaluate.climatology_window_days, or widen "
+                "data.splits.train to those days of the year."]
     return []
 
 

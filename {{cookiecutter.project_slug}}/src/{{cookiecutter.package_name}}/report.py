@@ -174,6 +174,15 @@ def provenance_view(results: dict) -> dict | None:
     return {"rows": rows, "raw": raw, "missing": missing}
 
 
+def climatology_text(made_from: dict) -> str:
+    """What the ACC reference is, from evaluation.json's "climatology" (climatology.provenance)."""
+    if made_from.get("climatology", "computed") != "computed":
+        return f"external store {made_from['climatology']}, day of year x hour of day"
+    shape, days = made_from.get("window_shape", "?"), made_from.get("window_days", "?")
+    return (f"train split {' .. '.join(made_from.get('train', []))}, day of year x hour of day, {shape} window of "
+            f"+-{days} days")
+
+
 def overview(results: dict) -> list[tuple[str, str]]:
     ev, metrics, stamp = results["evaluation"], results["metrics"], results["provenance"] or {}
     model = ev.get("model") or {}
@@ -186,8 +195,7 @@ def overview(results: dict) -> list[tuple[str, str]]:
                            f"{ev.get('init_every_hours', '?')} h, {span(ev.get('init_times', []))} "
                            f"(test split {span(ev.get('test_split', []))})"),
         ("lead times", f"{ev.get('lead_hours', '?')} h steps up to {max(ev.get('leads_hours') or [0])} h"),
-        ("climatology", f"train split {span(ev.get('train_split', []))}, day of year x hour of day, "
-                        f"+-{ev.get('climatology_window_days', '?')} days window"),
+        ("climatology", climatology_text(ev.get("climatology") or {})),
         ("channels", ", ".join(ev.get("channels") or sorted(results["table"]))),
     ]  # fmt: skip
 

@@ -30,6 +30,7 @@ rule evaluate:
         static=STATIC,
         stats=rules.stats.output.json,
         model=rules.train.output.model,
+        clim=rules.climatology.output.store,
         stations=[PLAN.params.evaluate.stations.file] if PLAN.params.evaluate.stations.file else [],
     output:
         metrics=update("results/metrics.json"),
@@ -52,7 +53,7 @@ rule evaluate:
         "../envs/project.yaml"
     shell:
         "{params.cli} evaluate --params {input.params} --model {input.model} --shards {params.shards} "
-        "--stats {input.stats} --out {params.results} 2>&1 | tee {log}"
+        "--stats {input.stats} --climatology {input.clim} --out {params.results} 2>&1 | tee {log}"
 
 
 rule report:
