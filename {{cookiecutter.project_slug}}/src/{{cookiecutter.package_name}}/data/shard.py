@@ -23,6 +23,7 @@ import xarray as xr
 
 from ..config import Params, load_params, validate_params
 from ..errors import DataError
+from .integrity import write_manifest
 from .source import channel_names, grid, open_canonical, read_block, read_parts, source_path
 
 READ_BYTES = 256 * 2**20  # bytes of source read per step of the copy loop (bounds memory whatever the block size)
@@ -186,6 +187,7 @@ def write_shard(
             parts = read_parts(ds, a, b) if coarsen == 1 else [read_block(ds, a, b, coarsen)]
             _check_finite(parts, ds, times[a - start : b - start], name)
             _write_steps(tmp, a - start, parts, files)
+        write_manifest(tmp)  # checksums of every file, checked by the loader (integrity.py)
         _replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
