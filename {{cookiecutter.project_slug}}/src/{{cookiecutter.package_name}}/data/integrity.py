@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 from ..errors import DataError
@@ -66,23 +67,15 @@ def fix_hint(store: str | Path) -> str:
 
 class ShardChecks:
     """The manifest of one shard store, checked at open (`chunk_files`: the data array's chunk file of each time
-    step, or None for a layout without one file per step; `label(t)`: time step t as text, for messages)."""
+    step, or None for a layout without one file per step; `label(t)`: time step t as text, for messages;
+    `chunk_bytes`: the size of one step's chunk file, checked even in a store without a manifest)."""
 
-    def __init__(self, store: str | Path, chunk_files: list[Path] | None, label):
+    def __init__(self, store: str | Path, chunk_files: list[Path] | None, label, chunk_bytes: int | None = None):
         self.store, self.label = str(store), label
         root = Path(store)
-        try:
-            manifest = json.loads((root / MANIFEST).read_text())
-            files = {str(k): (int(v[0]), str(v[1])) for k, v in manifest["files"].items()}
-            if manifest.get("hash") != HASH:
-                raise ValueError(f"hash {manifest.get('hash')!r}")
-        except FileNotFoundError:
-            raise DataError(f"{self.store}: no {MANIFEST} (the checksums of the shard's files): the shard was written "
-                            f"by an older version or copied incompletely. {fix_hint(store)}") from None
-        except (ValueError, KeyError, TypeError, IndexError) as e:
-            raise DataError(f"{self.store}/{MANIFEST} is damaged ({e}). {fix_hint(store)}") from None
         self.paths = list(chunk_files or [])
         self.rel = [p.relative_to(root).as_posix() for p in self.paths]
+        files = self._manifest(root, chunk_bytes)
         step_of = {rel: t for t, rel in enumerate(self.rel)}
         for t, rel in enumerate(self.rel):
             if rel not in files:
@@ -95,13 +88,30 @@ class ShardChecks:
                 raise self._error(what, "is missing") from None
             if actual != size:
                 raise self._error(what, f"has {actual} bytes, {size} expected (truncated or overwritten)")
-            if rel not in step_of and file_digest(root / rel) != digest:
+            if digest and rel not in step_of and file_digest(root / rel) != digest:
                 raise self._error(what, "does not match its checksum (garbled)")
         self.expect = [files[rel] for rel in self.rel]
+
+    def _manifest(self, root: Path, chunk_bytes: int | None) -> dict[str, tuple[int, str | None]]:
+        try:
+            manifest = json.loads((root / MANIFEST).read_text())
+            if manifest.get("hash") != HASH:
+                raise ValueError(f"hash {manifest.get('hash')!r}")
+            return {str(k): (int(v[0]), str(v[1])) for k, v in manifest["files"].items()}
+        except FileNotFoundError:  # a store made by other means (or a copy that lost it): sizes only
+            warnings.warn(f"{self.store}: no {MANIFEST}, so a garbled chunk cannot be detected (missing and truncated "
+                          f"ones still are). {fix_hint(self.store)}", stacklevel=3)
+            return {rel: (chunk_bytes, None) for rel in self.rel} if chunk_bytes else {}
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+            raise DataError(f"{self.store}/{MANIFEST} is damaged ({e}). {fix_hint(self.store)}") from None
 
     def known(self, t: int) -> bool:
         """Whether time step t has its own chunk file (then reads of it are checked)."""
         return t < len(self.expect)
+
+    def hashable(self, t: int) -> bool:
+        """Whether the manifest has a checksum of time step t's chunk file."""
+        return t < len(self.expect) and self.expect[t][1] is not None
 
     def compare(self, t: int, hasher) -> None:
         """Compare the checksum of the bytes of step t's chunk fed to `hasher` (None: not hashed) with the manifest."""
@@ -116,7 +126,7 @@ class ShardChecks:
             raise self.damaged(t, "is missing") from None
         if size != self.expect[t][0]:
             raise self.damaged(t, f"has {size} bytes, {self.expect[t][0]} expected (truncated or overwritten)")
-        if hash_it and file_digest(self.paths[t]) != self.expect[t][1]:
+        if hash_it and self.hashable(t) and file_digest(self.paths[t]) != self.expect[t][1]:
             raise self.damaged(t, "does not match its checksum (garbled)")
 
     def damaged(self, t: int, what: str) -> DataError:

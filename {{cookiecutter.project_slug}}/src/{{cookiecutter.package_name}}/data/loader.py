@@ -70,7 +70,8 @@ class WeatherPairs(torch.utils.data.Dataset):
             local.append(np.arange(len(t), dtype=np.int32))
             chunks = raw_chunk_files(p)
             label = lambda i, t=t: str(np.datetime64(int(t[i]), "ns").astype("datetime64[m]"))  # noqa: E731
-            self._checks.append(ShardChecks(p, chunks, label))
+            step_bytes = ds["data"].dtype.itemsize * int(np.prod(ds["data"].shape[1:]))
+            self._checks.append(ShardChecks(p, chunks, label, step_bytes))
             files.append(chunks if raw_reads else None)
         if list(normalizer.channels) != self.channels:
             raise DataError(f"stats channels {normalizer.channels} differ from the shards' {self.channels}. "
@@ -114,7 +115,7 @@ class WeatherPairs(torch.utils.data.Dataset):
         main memory once (same arithmetic as Normalizer.normalize)."""
         s, t = int(self.shard_of[g]), int(self.local[g])
         files, check = self._files[s], self._checks[s]
-        hasher = new_hasher() if (self.verify_always or g not in self._verified) and check.known(t) else None
+        hasher = new_hasher() if (self.verify_always or g not in self._verified) and check.hashable(t) else None
         if files is not None:
             try:
                 f = open(files[t], "rb", buffering=0)
@@ -318,6 +319,7 @@ def make_loader(
     shuffle: bool = True,
     drop_last: bool = True,
     device: torch.device | str | None = None,
+    normalize: bool = True,
 ) -> Loader:
     """Batches of `dataset` in a seeded, resumable, rank-sharded order (`loader.sampler.set_epoch(e, start_index)`).
 
@@ -326,7 +328,8 @@ def make_loader(
     num_workers * prefetch + 3 batch buffers. pin_memory defaults to "a GPU is present"; pair it with
     `to_device(batch, device)` (non-blocking copies). drop_last drops the last incomplete batch of each epoch.
     device: a CUDA device makes the loader hand out batches already on it (copied on a side stream, `prefetch`
-    batches ahead, normalized on the GPU; the workers only read); None or a CPU device: normalized host batches."""
+    batches ahead, normalized on the GPU; the workers only read); None or a CPU device: normalized host batches.
+    normalize=False: state and targets in physical units (raw float32, as stored)."""
     import multiprocessing
     import sys
 
@@ -346,7 +349,7 @@ def make_loader(
         slots = Slots(max(num_workers, 1) * prefetch + 3 + (prefetch if on_gpu else 0), shapes, pin_memory)
     dataloader = torch.utils.data.DataLoader(
         dataset,
-        batch_sampler=SlotBatchSampler(sampler, batch_size, drop_last, slots, raw=on_gpu),
+        batch_sampler=SlotBatchSampler(sampler, batch_size, drop_last, slots, raw=on_gpu or not normalize),
         num_workers=num_workers,
         prefetch_factor=prefetch if num_workers > 0 else None,
         persistent_workers=num_workers > 0,
@@ -359,7 +362,7 @@ def make_loader(
     if on_gpu:
         from .device import DeviceStage
 
-        stage = DeviceStage(device, dataset.normalizer, depth=prefetch)
+        stage = DeviceStage(device, dataset.normalizer if normalize else None, depth=prefetch)
     return Loader(dataloader, sampler, slots, pin_memory, stage)
 
 
