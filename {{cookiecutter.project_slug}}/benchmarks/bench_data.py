@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import shutil
 import sys
@@ -34,8 +33,7 @@ import numpy as np
 
 PROJECT = Path(__file__).resolve().parents[1]
 PACKAGE = os.environ.get("FORGE_PKG") or next(p.parent.name for p in sorted((PROJECT / "src").glob("*/cli.py")))
-if importlib.util.find_spec(PACKAGE) is None:  # running from a checkout without installing
-    sys.path.insert(0, str(PROJECT / "src"))
+sys.path.insert(0, str(PROJECT / "src"))  # this checkout's code, installed or not (and whatever else is installed)
 
 import xarray as xr  # noqa: E402
 

@@ -290,8 +290,12 @@ def test_loader_reports_queue_depth_and_data_wait(shards):
     import time
 
     dl = loader.make_loader(ds, batch_size=3, seed=0, num_workers=2, prefetch=2)
+    for _ in dl:  # starts the (persistent) workers
+        pass
+    dl.stats(reset=True)
+    dl.sampler.set_epoch(1)
     for _ in dl:
-        time.sleep(0.02)  # a consumer slower than the workers: batches queue up, little waiting
+        time.sleep(0.05)  # a consumer slower than the workers: batches queue up, little waiting
     slow = dl.stats(reset=True)
     assert slow["batches"] == len(dl) and slow["queue_depth"] > 1 and slow["data_wait_share"] < 0.5, slow
     dl = loader.make_loader(ds, batch_size=3, seed=0)  # in process: every batch is read when asked for

@@ -227,7 +227,9 @@ class Loader:
             yield batch
 
     def _host_batches(self):
-        batches = iter(self.dataloader)
+        batches = iter(self.dataloader)  # forks the workers the first time
+        if self.slots is not None:
+            self.slots.pin()
         while True:
             self._window["depth"] += self.slots.waiting() if self.slots is not None else 0
             try:

@@ -23,7 +23,7 @@ _RING_IDS = itertools.count()
 
 class Slots:
     """n batch buffers {"state", "targets", "forcings"} of `shapes`, shared with forked workers; page-locked for
-    asynchronous host->device copies when `pin` and CUDA is available."""
+    asynchronous host->device copies (`pin()`) when `pin` and CUDA is available."""
 
     NAMES = ("state", "targets", "forcings")
 
@@ -39,8 +39,7 @@ class Slots:
             self.buffers.append(bufs)
         self._ready_map = mmap.mmap(-1, n)
         self.ready = np.frombuffer(self._ready_map, dtype=np.uint8)
-        if pin and torch.cuda.is_available():
-            self.pinned = all(self._pin(t) for bufs in self.buffers for t in bufs.values())
+        self.want_pin = pin and torch.cuda.is_available()
         self.baseline = [self._uses(s) for s in range(n)]
         self.in_flight: set[int] = set()
         self.ring = next(_RING_IDS)
@@ -55,6 +54,13 @@ class Slots:
                         torch.cuda.cudart().cudaHostUnregister(t.data_ptr())
                     except Exception:  # noqa: BLE001 - interpreter shutdown
                         pass
+
+    def pin(self) -> None:
+        """Page-lock the buffers (once; call it after the workers have forked, so CUDA never sees a fork of pinned
+        memory): copies from them to the GPU are then asynchronous. Without it a batch is pinned by a copy."""
+        if self.want_pin and not self.pinned and os.getpid() == self.pid:
+            self.want_pin = False
+            self.pinned = all(self._pin(t) for bufs in self.buffers for t in bufs.values())
 
     @staticmethod
     def _pin(t: torch.Tensor) -> bool:
