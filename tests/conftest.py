@@ -106,6 +106,16 @@ def read(path: Path) -> str:
     return path.read_text()
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`nox -s tests`: -n 2 --dist loadgroup) every test that uses the one reproduced project
+    runs in the same worker: a session fixture is per worker, and two workers would each run the whole pipeline.
+    xdist schedules the biggest group first, so this one starts at once and overlaps everything else."""
+    for item in items:
+        if "reproduced_project" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("e2e"))
+
+
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -205,6 +205,11 @@ def damage(chunk: Path, how: str) -> None:
         chunk.unlink()
 
 
+@pytest.fixture(scope="module")
+def norm(shards):
+    return stats.Normalizer.from_dict(stats.compute_stats(shards, TRAIN, lead_hours=6))
+
+
 def damaged_copy(shards: Path, tmp_path: Path) -> tuple[Path, Path]:
     """A copy of the shards and the chunk file of time step 10 (block_0001, its 4th step: 2000-01-03T12:00)."""
     import shutil
@@ -226,9 +231,8 @@ def assert_names_the_damage(message: str, copy: Path, words: str) -> None:
 
 @pytest.mark.parametrize("how", ["truncated", "garbled", "deleted"])
 @pytest.mark.parametrize("workers", [0, 2])
-def test_a_damaged_chunk_stops_the_loader_with_the_shard_time_and_fix(shards, tmp_path, how, workers):
+def test_a_damaged_chunk_stops_the_loader_with_the_shard_time_and_fix(shards, norm, tmp_path, how, workers):
     copy, chunk = damaged_copy(shards, tmp_path)
-    norm = stats.Normalizer.from_dict(stats.compute_stats(copy, TRAIN, lead_hours=6))
     ds = loader.WeatherPairs(copy, norm, lead_steps=1)  # opened while intact
     damage(chunk, how)
     with pytest.raises(DataError) as raised:
@@ -243,18 +247,16 @@ def test_a_damaged_chunk_stops_the_loader_with_the_shard_time_and_fix(shards, tm
         assert_names_the_damage(str(raised.value), copy, opening)
 
 
-def test_zarr_path_checks_chunks_too(shards, tmp_path):
+def test_zarr_path_checks_chunks_too(shards, norm, tmp_path):
     copy, chunk = damaged_copy(shards, tmp_path)
-    norm = stats.Normalizer.from_dict(stats.compute_stats(copy, TRAIN, lead_hours=6))
     ds = loader.WeatherPairs(copy, norm, lead_steps=1, raw_reads=False)
     damage(chunk, "deleted")  # zarr alone would read the missing chunk as NaN fill values
     with pytest.raises(DataError, match="is missing"):
         list(loader.make_loader(ds, batch_size=4, seed=0, shuffle=False))
 
 
-def test_checksums_once_per_process_or_on_every_read(shards, tmp_path):
+def test_checksums_once_per_process_or_on_every_read(shards, norm, tmp_path):
     copy, chunk = damaged_copy(shards, tmp_path)
-    norm = stats.Normalizer.from_dict(stats.compute_stats(copy, TRAIN, lead_hours=6))
     first = loader.WeatherPairs(copy, norm, lead_steps=1)
     always = loader.WeatherPairs(copy, norm, lead_steps=1, verify="always")
     for ds in (first, always):
@@ -267,9 +269,8 @@ def test_checksums_once_per_process_or_on_every_read(shards, tmp_path):
         loader.WeatherPairs(copy, norm, verify="never")
 
 
-def test_a_shard_without_checksums_warns_and_still_checks_sizes(shards, tmp_path):
+def test_a_shard_without_checksums_warns_and_still_checks_sizes(shards, norm, tmp_path):
     copy, chunk = damaged_copy(shards, tmp_path)
-    norm = stats.Normalizer.from_dict(stats.compute_stats(copy, TRAIN, lead_hours=6))
     manifest = json.loads((copy / "block_0001.zarr" / integrity.MANIFEST).read_text())
     assert manifest["hash"] == "xxh3_64" and "data/zarr.json" in manifest["files"]
     assert len([f for f in manifest["files"] if f.startswith("data/c.")]) == 7  # one chunk file per time step
@@ -284,8 +285,7 @@ def test_a_shard_without_checksums_warns_and_still_checks_sizes(shards, tmp_path
         loader.WeatherPairs(sorted(copy.glob('block_*'))[2:], norm)
 
 
-def test_loader_reports_queue_depth_and_data_wait(shards):
-    norm = stats.Normalizer.from_dict(stats.compute_stats(shards, TRAIN, lead_hours=6))
+def test_loader_reports_queue_depth_and_data_wait(shards, norm):
     ds = loader.WeatherPairs(shards, norm, ("2000-01-01", "2000-01-10T18:00"), lead_steps=1)
     import time
 
@@ -304,3 +304,14 @@ def test_loader_reports_queue_depth_and_data_wait(shards):
     eager = dl.stats()
     assert eager["queue_depth"] == 0 and eager["data_wait_share"] > 0.5, eager
     assert dl.stats(reset=True)["batches"] == len(dl) and dl.stats()["batches"] == 0
+
+
+def test_raw_batches_in_physical_units(shards, norm):
+    """normalize=False (what a GPU run's workers produce: the device normalizes) gives the stored values."""
+    ds = loader.WeatherPairs(shards, norm, ("2000-01-01", "2000-01-10T18:00"), lead_steps=1)
+    normalized = next(iter(loader.make_loader(ds, batch_size=4, seed=2)))
+    raw = next(iter(loader.make_loader(ds, batch_size=4, seed=2, normalize=False)))
+    assert torch_equal(raw["time"], normalized["time"]) and torch_equal(raw["forcings"], normalized["forcings"])
+    for key in ("state", "targets"):
+        np.testing.assert_array_equal(norm.normalize(raw[key].numpy()), normalized[key].numpy())
+        assert not np.allclose(raw[key].numpy(), normalized[key].numpy())
