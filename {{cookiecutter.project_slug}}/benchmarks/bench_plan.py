@@ -67,7 +67,8 @@ def blocks_params(blocks: int) -> dict:
 
 def snakemake(cwd: Path, *args: str) -> tuple[float, str]:
     t0 = time.perf_counter()
-    run = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True, env=ENV)
+    env = {**ENV, "PYTHONPATH": str(cwd / "src")}
+    run = subprocess.run([sys.executable, "-m", "snakemake", *args], cwd=cwd, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - t0
     if run.returncode:
         raise SystemExit(f"snakemake {' '.join(args)} in {cwd} failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
@@ -118,7 +119,9 @@ def dry_run_ratio(work: Path, blocks: int) -> tuple[float, float, float]:
 
 
 def run(cwd: Path, *cmd: str, timeout: float = 1800) -> str:
-    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=ENV, timeout=timeout)
+    """`cmd` in the project copy at cwd, its stages running the copy's code (PYTHONPATH), whatever is installed."""
+    env = {**ENV, "PYTHONPATH": str(cwd / "src")}
+    done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
     if done.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed in {cwd}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done.stdout + done.stderr
