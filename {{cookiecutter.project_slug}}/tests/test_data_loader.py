@@ -304,6 +304,10 @@ def test_loader_reports_queue_depth_and_data_wait(shards, norm):
     eager = dl.stats()
     assert eager["queue_depth"] == 0 and eager["data_wait_share"] > 0.5, eager
     assert dl.stats(reset=True)["batches"] == len(dl) and dl.stats()["batches"] == 0
+    for n, _ in enumerate(dl):  # a reset in the middle of an epoch (as at each log line) starts a new window
+        if n == 1:
+            assert dl.stats(reset=True)["batches"] == 2
+    assert dl.stats()["batches"] == len(dl) - 2
 
 
 def test_raw_batches_in_physical_units(shards, norm):

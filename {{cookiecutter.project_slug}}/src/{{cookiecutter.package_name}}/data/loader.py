@@ -213,15 +213,15 @@ class Loader:
         batches = self._host_batches()
         if self.device_stage is not None:
             batches = self.device_stage.run(batches)
-        w = self._window
         while True:
             t0 = time.perf_counter()
-            if w["start"] is None:
-                w["start"] = t0
+            if self._window["start"] is None:
+                self._window["start"] = t0
             try:
                 batch = next(batches)
             except StopIteration:
                 return
+            w = self._window  # stats(reset=True) replaces it between batches
             w["wait"] += time.perf_counter() - t0
             w["batches"] += 1
             yield batch
