@@ -106,14 +106,19 @@ def read(path: Path) -> str:
     return path.read_text()
 
 
+# Fixtures made once per pytest process that several tests share: under pytest-xdist (`nox -s tests`: -n 2 --dist
+# loadgroup) all their tests go to the same worker, or each worker would make them again (two full pipelines).
+SHARED_FIXTURE_GROUPS = {"reproduced_project": "e2e", "matrix_bakes": "bake-matrix"}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`nox -s tests`: -n 2 --dist loadgroup) every test that uses the one reproduced project
-    runs in the same worker: a session fixture is per worker, and two workers would each run the whole pipeline.
-    xdist schedules the biggest group first, so this one starts at once and overlaps everything else."""
+    """Group the tests of each shared fixture (xdist schedules the biggest groups first: both start at once, in
+    different workers, and the single tests fill in around them)."""
     for item in items:
-        if "reproduced_project" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("e2e"))
+        for fixture, group in SHARED_FIXTURE_GROUPS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
