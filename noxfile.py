@@ -48,6 +48,7 @@ def install_project(session: nox.Session, project: Path, editable: bool = True) 
 
 
 TEST_ENV = ROOT / ".nox" / "test-env"  # one environment for `tests` and `slurm`
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 # What the test environment is made of: when none of these files changed, it is reused without a pip call.
 TEST_ENV_INPUTS = ("pyproject.toml", "{{cookiecutter.project_slug}}/pyproject.toml",
                    "{{cookiecutter.project_slug}}/requirements/lock.txt")
@@ -68,6 +69,12 @@ def test_env(session: nox.Session) -> Path:
     session.run(sys.executable, "-m", "venv", "--clear", str(TEST_ENV))
     session.run(str(python), "-m", "pip", "install", "-q", "--upgrade", "pip")
     session.run(str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev]")
+    # torch's CPU build first (~200 MB; from PyPI, Linux gets the CUDA build, ~2.5 GB with its nvidia-* wheels): the
+    # tests run on CPUs. If that index is out of reach, the lock install below takes torch from PyPI.
+    lock = (ROOT / TEST_ENV_INPUTS[2]).read_text()
+    torch_pin = next(line.strip() for line in lock.splitlines() if line.startswith("torch=="))
+    session.run(str(python), "-m", "pip", "install", "-q", torch_pin, "--index-url", CPU_TORCH_INDEX,
+                success_codes=[0, 1])
     deps = Path(tempfile.mkdtemp(prefix="forge-deps-"))
     bin_dir = str(TEST_ENV / "bin")
     session.run(f"{bin_dir}/cookiecutter", str(ROOT), "--no-input", "-f", "-o", str(deps), env=ENV)

@@ -112,18 +112,20 @@ def bench_shard(work: Path, src: Path, nt: int, block: int) -> tuple[float, floa
     return nbytes / t_shard, nbytes / t_copy, paths
 
 
-def bench_raw_read(paths: list[Path], order: np.ndarray, nbytes_step: int, ring_steps: int = 0) -> float:
-    """Bytes per second of a bare `readinto` of the chunk files in `order`: into one reused buffer (ring_steps 0:
-    it stays in the CPU cache), or into a ring of that many step-sized buffers (like batch memory, which a loader
-    fills once and the consumer reads later: the bytes go to main memory)."""
+def bench_raw_read(paths: list[Path], order: np.ndarray, nbytes_step: int, ring_steps: int = 0,
+                   cpu: bool = False) -> float:
+    """Bytes per second (per CPU-second with `cpu`) of a bare `readinto` of the chunk files in `order`: into one
+    reused buffer (ring_steps 0: it stays in the CPU cache), or into a ring of that many step-sized buffers (like
+    batch memory, which a loader fills once and the consumer reads later: the bytes go to main memory)."""
     files = [f for p in paths for f in shard.raw_chunk_files(p)]
     ring = np.empty((max(ring_steps, 1), nbytes_step), np.uint8)
     ring[:] = 0  # touched: no page faults in the timed loop
-    t0 = time.perf_counter()
+    clock = time.process_time if cpu else time.perf_counter
+    t0 = clock()
     for k, i in enumerate(order):
         with open(files[i], "rb", buffering=0) as f:
             f.readinto(ring[k % len(ring)])
-    return len(order) * nbytes_step / (time.perf_counter() - t0)
+    return len(order) * nbytes_step / (clock() - t0)
 
 
 def open_loader(paths: list[Path], workers: int, batch: int, normalize: bool = True, verify: str = "first"):
@@ -150,12 +152,11 @@ def bench_loader(dl, epochs: int = 2) -> float:
 
 
 def bench_cpu(paths: list[Path], order: np.ndarray, step_bytes: int) -> tuple[float, float]:
-    """Bytes per CPU-second of the in-process loader and of the raw read: a contention-proof view of the same
-    comparison (on a shared machine wall-clock rates move with the neighbours' load, CPU time much less)."""
-    c0 = time.process_time()
-    bench_raw_read(paths, order, step_bytes)
-    raw = len(order) * step_bytes / (time.process_time() - c0)
+    """Bytes per CPU-second of the in-process loader and of the raw read (into batch-ring memory): a
+    contention-proof view of the same comparison (on a shared machine wall-clock rates move with the neighbours'
+    load, CPU time much less)."""
     dl = open_loader(paths, 0, 8)
+    raw = bench_raw_read(paths, order, step_bytes, len(dl.slots.buffers) * 2 * 8, cpu=True)
     c0 = time.process_time()
     n = sum(len(b["time"]) for b in dl)
     return n * 2 * step_bytes / (time.process_time() - c0), raw
