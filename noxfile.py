@@ -3,6 +3,7 @@
     python3 -m nox -s demo      bake the default project into ./demo, install it, `dvc repro`, print the scores
     python3 -m nox -s tests     the test suite: bake matrix, bad input, end to end, reviewer flow, report in Chromium
     python3 -m nox -s slurm     cluster tests against a real single-node Slurm on loopback (root, Debian)
+                                (tests and slurm share one environment, .nox/test-env, installed only when needed)
     python3 -m nox -s lint      ruff on the template's code and on a baked project
     python3 -m nox -s bench     data-pipeline benchmark of a baked project (`-- --quick` for a small one)
 """
@@ -14,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -45,18 +47,53 @@ def install_project(session: nox.Session, project: Path, editable: bool = True) 
     session.install(*constraint, *(["-e"] if editable else []), f"{project}[dev,wandb]")
 
 
-def install_test_deps(session: nox.Session) -> None:
-    """The template's tools and a default bake's dependencies; each test then installs its own bake."""
-    install_template_tools(session)
+TEST_ENV = ROOT / ".nox" / "test-env"  # one environment for `tests` and `slurm`
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+# What the test environment is made of: when none of these files changed, it is reused without a pip call.
+TEST_ENV_INPUTS = ("pyproject.toml", "{{cookiecutter.project_slug}}/pyproject.toml",
+                   "{{cookiecutter.project_slug}}/requirements/lock.txt")
+
+
+def test_env(session: nox.Session) -> Path:
+    """The python of the test environment: the template's tools and a default bake's dependencies (each test then
+    installs its own bake). Shared by `tests` and `slurm`, built once and rebuilt only when its inputs change."""
+    import hashlib
+
+    python = TEST_ENV / "bin" / "python"
+    stamp = TEST_ENV / "forge-inputs.sha256"
+    digest = hashlib.sha256(b"".join((ROOT / p).read_bytes() for p in TEST_ENV_INPUTS)).hexdigest()
+    if python.exists() and stamp.exists() and stamp.read_text() == digest:
+        session.log(f"test environment {TEST_ENV} is up to date (inputs unchanged): no install")
+        return python
+    started = time.perf_counter()
+    session.run(sys.executable, "-m", "venv", "--clear", str(TEST_ENV))
+    session.run(str(python), "-m", "pip", "install", "-q", "--upgrade", "pip")
+    session.run(str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[dev]")
+    # torch's CPU build first (~200 MB; from PyPI, Linux gets the CUDA build, ~2.5 GB with its nvidia-* wheels): the
+    # tests run on CPUs. If that index is out of reach, the lock install below takes torch from PyPI.
+    lock = (ROOT / TEST_ENV_INPUTS[2]).read_text()
+    torch_pin = next(line.strip() for line in lock.splitlines() if line.startswith("torch=="))
+    session.run(str(python), "-m", "pip", "install", "-q", torch_pin, "--index-url", CPU_TORCH_INDEX,
+                success_codes=[0, 1])
     deps = Path(tempfile.mkdtemp(prefix="forge-deps-"))
-    install_project(session, bake_default(session, deps), editable=False)
-    session.run("pip", "uninstall", "-y", "-q", "my-forecast")
+    bin_dir = str(TEST_ENV / "bin")
+    session.run(f"{bin_dir}/cookiecutter", str(ROOT), "--no-input", "-f", "-o", str(deps), env=ENV)
+    project = deps / "my-forecast"
+    session.run(str(python), "-m", "pip", "install", "-q", "-c", str(project / "requirements" / "lock.txt"),
+                f"{project}[dev,wandb]")
+    session.run(str(python), "-m", "pip", "uninstall", "-y", "-q", "my-forecast")
+    stamp.write_text(digest)
+    session.log(f"test environment installed in {time.perf_counter() - started:.0f} s")
+    return python
 
 
-def pytest_with_count(session: nox.Session, *args: str, env: dict | None = None) -> None:
-    """pytest, failing when it ran no test or skipped one (a skipped test is not a passing test)."""
+def pytest_with_count(session: nox.Session, python: Path, *args: str) -> None:
+    """pytest in the test environment, failing when it ran no test or skipped one (a skipped test is not a passing
+    test). The test environment's bin/ comes first on PATH, as for a user who activated it."""
     report = Path(tempfile.mkdtemp()) / "junit.xml"
-    session.run("pytest", f"--junitxml={report}", *args, env={**ENV, **(env or {})})
+    path = f"{python.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    session.run(str(python), "-m", "pytest", f"--junitxml={report}", *args,
+                env={**ENV, "PATH": path, "VIRTUAL_ENV": str(python.parent.parent)})
     suites = ET.parse(report).getroot()
     suites = [suites] if suites.tag == "testsuite" else list(suites)
     ran = sum(int(s.get("tests", 0)) for s in suites)
@@ -103,19 +140,24 @@ def demo(session: nox.Session) -> None:
     session.log(f"report: {project / 'results' / 'report.html'}   activate: source {venv}/bin/activate")
 
 
-@nox.session
+@nox.session(python=False)
 def tests(session: nox.Session) -> None:
-    """The whole suite (no cluster): about 40 minutes on 2 cores. Pass pytest options after --."""
-    install_test_deps(session)
+    """The whole suite (no cluster): about 20 minutes on 2 cores. Pass pytest options after --.
+
+    Two pytest-xdist workers: the end-to-end tests (one shared `dvc repro`, group "e2e") run in one of them, from the
+    start, while the other takes the bake matrix, bad input, the generated suites and the template updates."""
+    python = test_env(session)
     ARTIFACTS.mkdir(exist_ok=True)
-    pytest_with_count(session, "-m", "not slurm", *session.posargs)
+    pytest_with_count(session, python, "-m", "not slurm", "-n", "2", "--dist", "loadgroup", "--durations=25",
+                      *session.posargs)
 
 
-@nox.session
+@nox.session(python=False)
 def slurm(session: nox.Session) -> None:
-    """The cluster tests against a real single-node Slurm (started and stopped by the tests)."""
-    install_test_deps(session)
-    pytest_with_count(session, "-m", "slurm", *session.posargs)
+    """The cluster tests against a real single-node Slurm (started and stopped by the tests); the test environment
+    of `tests`, reused."""
+    python = test_env(session)
+    pytest_with_count(session, python, "-m", "slurm", "--durations=10", *session.posargs)
 
 
 @nox.session

@@ -106,6 +106,44 @@ def read(path: Path) -> str:
     return path.read_text()
 
 
+# pytest-xdist (`nox -s tests`: -n 2 --dist loadgroup): the tests that share a fixture made once per pytest process
+# run in one worker, as one unit, or each worker would make it again (two full pipelines). The units are decided
+# here, by test file or name, in the controlling process (which collects nothing): xdist's own `xdist_group` marks
+# are lost on pytest 9.2 (pytest-xdist#1386). The collection check below keeps these tables true.
+SHARED_FIXTURES = {"reproduced_project": "e2e", "matrix_bakes": "bake-matrix"}
+GROUP_OF_FILE = {"tests/test_e2e.py": "e2e", "tests/test_reviewer_flow.py": "e2e"}
+GROUP_OF_TEST = {"test_bake_renders_completely": "bake-matrix", "test_bake_passes_its_own_lint": "bake-matrix"}
+
+
+def xdist_unit(nodeid: str) -> str:
+    path, _, name = nodeid.partition("::")
+    return GROUP_OF_FILE.get(path) or GROUP_OF_TEST.get(name.split("[")[0]) or nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Load scheduling over the units of xdist_unit; the biggest units (the shared fixtures' groups) go first, to
+    different workers, and single tests fill in around them."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_unit(nodeid)
+
+    return SharedFixtureScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, group in SHARED_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()) and xdist_unit(item.nodeid) != group:
+                raise pytest.UsageError(f"{item.nodeid} uses the shared fixture {fixture} but is not in the xdist "
+                                        f"group {group!r}: add its file to GROUP_OF_FILE or its name to GROUP_OF_TEST "
+                                        "in tests/conftest.py")
+
+
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

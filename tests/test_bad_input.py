@@ -66,7 +66,12 @@ def set_key(params: dict, dotted: str, value) -> dict:
     return params
 
 
-DELETE = object()
+class _Delete:
+    def __repr__(self) -> str:  # a stable test id (pytest-xdist workers must collect the same ids)
+        return "<delete>"
+
+
+DELETE = _Delete()
 # (key to set, value, words the one message must contain)
 BAD_PARAMS = [
     ("train.lrr", 0.001, "unknown key 'train.lrr'. did you mean 'train.lr'?"),

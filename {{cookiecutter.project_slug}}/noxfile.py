@@ -1,4 +1,4 @@
-"""Sessions of this project: `nox -s tests`, `nox -s lint`, `nox -s bench`, `nox -s scale`, `nox -s lock`.
+"""Sessions of this project: `nox -s tests`, `nox -s lint`, `nox -s bench`, `nox -s scale`, `nox -s gpu`, `nox -s lock`.
 
 Each session installs the project from requirements/lock.txt (the exact versions a reviewer gets) into its own
 virtual environment under .nox/; `nox -R` reuses them.
@@ -41,6 +41,14 @@ def scale(session: nox.Session) -> None:
     """Every stage on an ERA5-shaped 0.25 deg store, 3 then 6 weeks: peak memory and throughput (`-- --quick`)."""
     install(session)
     session.run("python", "benchmarks/bench_scale.py", *session.posargs)
+
+
+@nox.session(python=False)
+def gpu(session: nox.Session) -> None:
+    """GPU check: bf16 ViT and UNet at 1 deg under torchrun, DDP and FSDP (<= 8 min on one H100/H200); prints step
+    time, MFU, peak memory, data wait and bf16/fp32 loss parity. Runs in the current environment, so the machine's
+    own CUDA build of torch is used (install the project there first). `nox -s gpu -- --cpu-smoke` on a CPU."""
+    session.run("python", "benchmarks/gpu_check.py", *session.posargs, env={"PYTHONUNBUFFERED": "1"})
 
 
 LOCK = "requirements/lock.txt"

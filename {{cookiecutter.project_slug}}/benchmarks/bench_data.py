@@ -1,25 +1,29 @@
-"""Data-pipeline throughput, each figure against its raw baseline measured in the same run, on the same bytes.
+"""Data-pipeline and planning figures, each against its baseline measured in the same run, on the same bytes.
 
-    python benchmarks/bench_data.py            # full spec: 1 deg grid, 40 channels, >= 2 GB on disk
-    python benchmarks/bench_data.py --quick    # a tiny run (seconds), for CI
+    python benchmarks/bench_data.py            # full spec: 1 deg grid, 40 channels, >= 2 GB on disk, 1000-shard DAG
+    python benchmarks/bench_data.py --quick    # a small run (a minute or two)
 
-Prints (goal in brackets):
-  loader / raw read of the same chunk files         [>= 0.8]
-  loader / naive per-sample ds.isel(time=i).to_array().values over a zstd source store   [>= 10]
-  sharding / raw copy of the same source bytes       [>= 0.5]
-  snakemake -n on a 1000-shard DAG, seconds          (when a Snakefile is present)
-Everything runs from the page cache (the data are written just before they are read), as in training.
+Ends with one `name: value` line per figure (goal in brackets in the lines above them):
+  sharding / raw copy            shard writing (checksums included) against copying the same source files [>= 0.5]
+  loader / raw read              batches out of the loader (2 workers, normalized, checksums verified) against a
+                                 single-thread `readinto` of the same chunk files into as much memory as the
+                                 loader's batch ring [>= 0.8]; the median of 5 rounds, each timing the loader over
+                                 two epochs (the read into one cache-resident buffer is printed beside it)
+  loader (GPU setup) / raw read  the same with the normalization left to the GPU (the workers only read)
+  loader / naive xarray loader   against per-sample `ds.isel(time=i).to_array().values` on a zstd store [>= 10]
+  dry-run ratio                  `snakemake -n` of the project on a 1000-shard DAG against a bare Snakefile with the
+                                 same rules, jobs and edges (read off the project's own DAG) [<= 1.5]
+  no-op repro seconds            `dvc repro` with nothing to do, on the default data [<= 2]
+Everything runs from the page cache (the data are written just before they are read), as in training. On a shared
+machine wall-clock rates move with the neighbours' load; the per-CPU-second line beside the loader is steadier.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
-import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,8 +34,7 @@ import numpy as np
 
 PROJECT = Path(__file__).resolve().parents[1]
 PACKAGE = os.environ.get("FORGE_PKG") or next(p.parent.name for p in sorted((PROJECT / "src").glob("*/cli.py")))
-if importlib.util.find_spec(PACKAGE) is None:  # running from a checkout without installing
-    sys.path.insert(0, str(PROJECT / "src"))
+sys.path.insert(0, str(PROJECT / "src"))  # this checkout's code, installed or not (and whatever else is installed)
 
 import xarray as xr  # noqa: E402
 
@@ -109,45 +112,77 @@ def bench_shard(work: Path, src: Path, nt: int, block: int) -> tuple[float, floa
     return nbytes / t_shard, nbytes / t_copy, paths
 
 
-def bench_raw_read(paths: list[Path], order: np.ndarray, nbytes_step: int) -> float:
+def bench_raw_read(paths: list[Path], order: np.ndarray, nbytes_step: int, ring_steps: int = 0,
+                   cpu: bool = False) -> float:
+    """Bytes per second (per CPU-second with `cpu`) of a bare `readinto` of the chunk files in `order`: into one
+    reused buffer (ring_steps 0: it stays in the CPU cache), or into a ring of that many step-sized buffers (like
+    batch memory, which a loader fills once and the consumer reads later: the bytes go to main memory)."""
     files = [f for p in paths for f in shard.raw_chunk_files(p)]
-    buf = np.empty(nbytes_step, np.uint8)
-    t0 = time.perf_counter()
-    for i in order:
+    ring = np.empty((max(ring_steps, 1), nbytes_step), np.uint8)
+    ring[:] = 0  # touched: no page faults in the timed loop
+    clock = time.process_time if cpu else time.perf_counter
+    t0 = clock()
+    for k, i in enumerate(order):
         with open(files[i], "rb", buffering=0) as f:
-            f.readinto(buf)
-    return len(order) * nbytes_step / (time.perf_counter() - t0)
+            f.readinto(ring[k % len(ring)])
+    return len(order) * nbytes_step / (clock() - t0)
 
 
-def bench_loader(paths: list[Path], workers: int, batch: int) -> float:
-    norm = _normalizer(paths)
-    ds = loader.WeatherPairs(paths, norm, lead_steps=1)
-    dl = loader.make_loader(ds, batch_size=batch, seed=0, num_workers=workers, prefetch=2)
-    for _ in dl:  # epoch 0: starts the (persistent) workers and warms up
+def open_loader(paths: list[Path], workers: int, batch: int, normalize: bool = True, verify: str = "first"):
+    """A loader as training builds it, its workers started and every chunk read (and verified) once."""
+    ds = loader.WeatherPairs(paths, _normalizer(paths), lead_steps=1, verify=verify)
+    dl = loader.make_loader(ds, batch_size=batch, seed=0, num_workers=workers, prefetch=2, normalize=normalize)
+    for _ in dl:  # epoch 0: starts the (persistent) workers, maps the ring, hashes each chunk once per worker
         pass
-    dl.sampler.set_epoch(1)
+    dl.epoch = 1
+    return dl
+
+
+def bench_loader(dl, epochs: int = 2) -> float:
+    """Bytes of state + targets per second out of the loader, over `epochs` epochs (after the warm-up)."""
     t0 = time.perf_counter()
-    n = sum(len(b["time"]) for b in dl)  # epoch 1, timed from the first request to the last batch
+    n = 0
+    for _ in range(epochs):
+        dl.sampler.set_epoch(dl.epoch)
+        dl.epoch += 1
+        n += sum(len(b["time"]) for b in dl)
     elapsed = time.perf_counter() - t0
-    step_bytes = int(np.prod(ds.sample_shape)) * 4
+    step_bytes = int(np.prod(dl.dataloader.dataset.sample_shape)) * 4
     return n * 2 * step_bytes / elapsed  # state + target per item
 
 
 def bench_cpu(paths: list[Path], order: np.ndarray, step_bytes: int) -> tuple[float, float]:
-    """Bytes per CPU-second of the in-process loader and of the raw read: a contention-proof view of the same
-    comparison (on a shared machine wall-clock rates move with the neighbours' load, CPU time much less)."""
-    c0 = time.process_time()
-    bench_raw_read(paths, order, step_bytes)
-    raw = len(order) * step_bytes / (time.process_time() - c0)
-    norm = _normalizer(paths)
-    ds = loader.WeatherPairs(paths, norm, lead_steps=1)
-    dl = loader.make_loader(ds, batch_size=8, seed=0)
-    for _ in dl:  # warm-up epoch: the buffer ring gets mapped
-        pass
-    dl.sampler.set_epoch(1)
+    """Bytes per CPU-second of the in-process loader and of the raw read (into batch-ring memory): a
+    contention-proof view of the same comparison (on a shared machine wall-clock rates move with the neighbours'
+    load, CPU time much less)."""
+    dl = open_loader(paths, 0, 8)
+    raw = bench_raw_read(paths, order, step_bytes, len(dl.slots.buffers) * 2 * 8, cpu=True)
     c0 = time.process_time()
     n = sum(len(b["time"]) for b in dl)
     return n * 2 * step_bytes / (time.process_time() - c0), raw
+
+
+def bench_loader_rounds(paths: list[Path], order: np.ndarray, step: int, workers: int, rounds: int = 5) -> dict:
+    """Raw reads and the loaders, interleaved over `rounds` rounds so that all see the same load; median ratios.
+
+    The raw read lands the bytes in as much memory as the loader's batch ring holds (its fair counterpart); the
+    read into one cache-resident buffer is reported beside it."""
+    loaders = {"cpu": open_loader(paths, workers, 8), "gpu": open_loader(paths, workers, 8, normalize=False),
+               "always": open_loader(paths, workers, 8, verify="always")}
+    ring_steps = len(loaders["cpu"].slots.buffers) * 2 * 8  # (workers x prefetch + 3) batches of state + targets
+    ratios = {k: [] for k in (*loaders, "hot")}
+    for r in range(rounds):
+        raw = bench_raw_read(paths, order, step, ring_steps)
+        hot = bench_raw_read(paths, order, step)
+        rates = {k: bench_loader(dl) for k, dl in loaders.items()}
+        for k in loaders:
+            ratios[k].append(rates[k] / raw)
+        ratios["hot"].append(rates["cpu"] / hot)
+        print(f"  round {r + 1}: raw read {raw / 1e9:6.2f} GB/s (into one cached buffer {hot / 1e9:.2f})   loader "
+              f"{rates['cpu'] / 1e9:6.2f} GB/s (GPU setup {rates['gpu'] / 1e9:.2f}, checksum on every read "
+              f"{rates['always'] / 1e9:.2f})", flush=True)
+    del loaders
+    return {k: float(np.median(v)) for k, v in ratios.items()}
 
 
 def _normalizer(paths: list[Path]):
@@ -165,46 +200,21 @@ def bench_naive(store: Path, order: np.ndarray, nbytes_step: int) -> float:
     return len(order) * nbytes_step / (time.perf_counter() - t0)
 
 
-def render_params(text: str) -> str:
-    """The template's params.yaml without Jinja (only when run unbaked)."""
-    text = re.sub(r"\{\{\s*'true' if .*?\}\}", "false", text)
-    text = re.sub(r'"\{\{\s*cookiecutter\.data_source\s*\}\}"', '"synthetic"', text)
-    text = re.sub(r'"\{\{\s*cookiecutter\.model\s*\}\}"', '"unet"', text)
-    return re.sub(r"\{\{.*?\}\}", "bench", text)
-
-
-def bench_snakemake(work: Path, blocks: int) -> float | None:
+def plan_figures(work: Path, blocks: int) -> dict[str, str]:
+    """The dry-run ratio and the no-op repro time (bench_plan.py), when the project has a Snakefile."""
     if not (PROJECT / "Snakefile").exists():
-        return None
-    import yaml
+        return {}
+    import bench_plan
 
-    proj = work / "project"
-    top_level_outputs = {"data", ".snakemake", ".nox", "results", "runs", "models", "logs", ".git", ".dvc"}
-    shutil.copytree(PROJECT, proj, ignore=lambda d, names: [
-        n for n in names if n == "__pycache__" or (Path(d) == PROJECT and n in top_level_outputs)])
-    for pkg in (proj / "src").glob("*/cli.py"):
-        if not pkg.parent.name.isidentifier():
-            pkg.parent.rename(proj / "src" / "my_forecast")
-    params = yaml.safe_load(render_params((PROJECT / "params.yaml").read_text()))
-    d = params["data"]
-    d.update(source="synthetic", start="2000-01-01", block_size=2)
-    at = lambda i: str(np.datetime64("2000-01-01T00:00") + np.timedelta64(6 * int(i), "h"))  # noqa: E731
-    n = 2 * blocks  # time steps
-    d["end"] = at(n - 1)
-    d["splits"] = {"train": [at(0), at(0.7 * n)], "val": [at(0.7 * n + 1), at(0.8 * n)],
-                   "test": [at(0.8 * n + 1), at(n - 1)]}
-    (proj / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    t0 = time.perf_counter()
-    command = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--workflow-profile", "none",
-               "--quiet", "rules"]
-    run = subprocess.run(command, cwd=proj, capture_output=True, text=True)
-    elapsed = time.perf_counter() - t0
-    if run.returncode:
-        raise SystemExit(f"snakemake -n failed:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}")
-    shard_jobs = re.search(r"shard\s+(\d+)", run.stdout + run.stderr)
-    if shard_jobs and int(shard_jobs.group(1)) != blocks:
-        raise SystemExit(f"expected {blocks} shard jobs, snakemake planned {shard_jobs.group(1)}")
-    return elapsed
+    ratio, project_s, bare_s = bench_plan.dry_run_ratio(work, blocks)
+    print(f"snakemake -n on a {blocks}-shard DAG: project {project_s:.2f} s, bare Snakefile of the same shape "
+          f"{bare_s:.2f} s [goal ratio <= 1.5]")
+    noop = bench_plan.noop_repro_seconds(work)
+    if noop is None:
+        print("dvc repro with nothing to do: n/a (no dvc or git)")
+        return {"dry-run ratio": f"{ratio:.2f}", "no-op repro seconds": "n/a"}
+    print(f"dvc repro with nothing to do: {noop[0]:.2f} s wall, {noop[1]:.2f} s CPU [goal <= 2]")
+    return {"dry-run ratio": f"{ratio:.2f}", "no-op repro seconds": f"{noop[0]:.2f}"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny run (2 deg grid, few steps, 100-shard DAG)")
     parser.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 4), help="loader worker processes")
     parser.add_argument("--dir", help="work directory (default: a temporary one, removed afterwards)")
+    parser.add_argument("--no-plan", action="store_true", help="skip the planning figures (snakemake -n, dvc repro)")
     args = parser.parse_args(argv)
     if args.quick:
         nt, nlat, nlon, block, naive_n, dag = 48, 90, 180, 16, 6, 100
@@ -233,26 +244,26 @@ def main(argv: list[str] | None = None) -> int:
               f"ratio {shard_bps / copy_bps:5.2f}  [goal >= 0.5]")
         # as many reads as the loader makes (state + target per item)
         order = np.concatenate([np.random.default_rng(s).permutation(nt) for s in (0, 1)])
-        raw_bps = bench_raw_read(paths, order, step)
-        load_bps = bench_loader(paths, args.workers, batch=8)
-        raw_bps2 = bench_raw_read(paths, order, step)
-        raw_bps = max(raw_bps, raw_bps2)
-        print(f"loader    {load_bps / 1e9:6.2f} GB/s   raw read {raw_bps / 1e9:6.2f} GB/s   "
-              f"ratio {load_bps / raw_bps:5.2f}  [goal >= 0.8]  ({args.workers} workers, readinto, 1 thread)")
+        ratios = bench_loader_rounds(paths, order, step, args.workers)
+        print(f"loader / raw read {ratios['cpu']:.2f} (median of 5 rounds) [goal >= 0.8]; GPU setup "
+              f"{ratios['gpu']:.2f}; checksum on every read {ratios['always']:.2f}; against a read into one cached "
+              f"buffer {ratios['hot']:.2f}  ({args.workers} workers)")
         cpu_load, cpu_raw = bench_cpu(paths, order, step)
         print(f"per CPU-second (1 process): loader {cpu_load / 1e9:.2f} GB/s, raw read {cpu_raw / 1e9:.2f} GB/s, "
               f"ratio {cpu_load / cpu_raw:.2f} -> x {args.workers} workers = {args.workers * cpu_load / cpu_raw:.2f} "
               "when the cores are free")
         naive_z = bench_naive(work / "source_zstd.zarr", order[:naive_n], step)
-        naive_raw = bench_naive(work / "source.zarr", order[:naive_n], step)
+        load_bps = ratios["cpu"] * bench_raw_read(paths, order, step, 64)
         print(f"naive     {naive_z / 1e9:6.3f} GB/s (zstd source)   loader/naive {load_bps / naive_z:6.1f}x  "
-              "[goal >= 10]"
-              f";  uncompressed source {naive_raw / 1e9:.3f} GB/s -> {load_bps / naive_raw:.1f}x")
-        elapsed = bench_snakemake(work, dag)
-        if elapsed is None:
-            print("snakemake -n: skipped (no Snakefile)")
+              "[goal >= 10]")
+        figures = {"sharding / raw copy": f"{shard_bps / copy_bps:.2f}", "loader / raw read": f"{ratios['cpu']:.2f}",
+                   "loader (GPU setup) / raw read": f"{ratios['gpu']:.2f}",
+                   "loader / naive xarray loader": f"{load_bps / naive_z:.1f}"}
+        if args.no_plan:
+            print("planning: skipped (--no-plan)")
         else:
-            print(f"snakemake -n on a {dag}-shard DAG: {elapsed:.1f} s")
+            figures.update(plan_figures(work, dag))
+        print("\n".join(f"{name}: {value}" for name, value in figures.items()))
     finally:
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)

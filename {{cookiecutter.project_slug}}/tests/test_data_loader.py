@@ -17,6 +17,8 @@ shard = importlib.import_module(f"{PACKAGE}.data.shard")
 stats = importlib.import_module(f"{PACKAGE}.data.stats")
 loader = importlib.import_module(f"{PACKAGE}.data.loader")
 forcings = importlib.import_module(f"{PACKAGE}.data.forcings")
+integrity = importlib.import_module(f"{PACKAGE}.data.integrity")
+DataError = importlib.import_module(f"{PACKAGE}.errors").DataError
 
 START = np.datetime64("2000-01-01T00:00", "ns")
 STEP = np.timedelta64(6, "h")
@@ -187,3 +189,133 @@ def test_recycled_buffers_never_overwrite_a_batch_still_held(shards, workers):
 
 def torch_equal(a, b) -> bool:
     return a.shape == b.shape and bool((a == b).all())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# integrity: every shard carries the checksums of its files; a damaged chunk stops the loader with one message
+
+
+def damage(chunk: Path, how: str) -> None:
+    data = chunk.read_bytes()
+    if how == "truncated":
+        chunk.write_bytes(data[: len(data) // 2])
+    elif how == "garbled":  # same size, other bytes
+        chunk.write_bytes(np.random.default_rng(0).bytes(len(data)))
+    else:
+        chunk.unlink()
+
+
+@pytest.fixture(scope="module")
+def norm(shards):
+    return stats.Normalizer.from_dict(stats.compute_stats(shards, TRAIN, lead_hours=6))
+
+
+def damaged_copy(shards: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the shards and the chunk file of time step 10 (block_0001, its 4th step: 2000-01-03T12:00)."""
+    import shutil
+
+    copy = Path(shutil.copytree(shards, tmp_path / "shards"))
+    return copy, shard.raw_chunk_files(copy / "block_0001.zarr")[3]
+
+
+# what the message says when the damage is found while reading, and when it is found at open (a chunk is 864 bytes)
+EXPECTED = {"truncated": ("is truncated: 432 bytes where 864 were expected", "has 432 bytes, 864 expected"),
+            "garbled": ("does not match its checksum", None), "deleted": ("is missing", "is missing")}
+
+
+def assert_names_the_damage(message: str, copy: Path, words: str) -> None:
+    assert str(copy / "block_0001.zarr") in message and "file data/c.3.0.0.0" in message, message
+    assert "time step 2000-01-03T12:00" in message and words in message, message
+    assert "dvc checkout data/shards" in message and "snakemake --cores 1 --force" in message, message
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbled", "deleted"])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_damaged_chunk_stops_the_loader_with_the_shard_time_and_fix(shards, norm, tmp_path, how, workers):
+    copy, chunk = damaged_copy(shards, tmp_path)
+    ds = loader.WeatherPairs(copy, norm, lead_steps=1)  # opened while intact
+    damage(chunk, how)
+    with pytest.raises(DataError) as raised:
+        for _ in loader.make_loader(ds, batch_size=4, seed=0, num_workers=workers, shuffle=False):
+            pass
+    reading, opening = EXPECTED[how]
+    assert_names_the_damage(str(raised.value), copy, reading)
+    assert "Traceback" not in str(raised.value)  # a worker's error arrives as the message alone
+    if opening:  # size and existence are checked when a shard is opened: before any training
+        with pytest.raises(DataError) as raised:
+            loader.WeatherPairs(copy, norm, lead_steps=1)
+        assert_names_the_damage(str(raised.value), copy, opening)
+
+
+def test_zarr_path_checks_chunks_too(shards, norm, tmp_path):
+    copy, chunk = damaged_copy(shards, tmp_path)
+    ds = loader.WeatherPairs(copy, norm, lead_steps=1, raw_reads=False)
+    damage(chunk, "deleted")  # zarr alone would read the missing chunk as NaN fill values
+    with pytest.raises(DataError, match="is missing"):
+        list(loader.make_loader(ds, batch_size=4, seed=0, shuffle=False))
+
+
+def test_checksums_once_per_process_or_on_every_read(shards, norm, tmp_path):
+    copy, chunk = damaged_copy(shards, tmp_path)
+    first = loader.WeatherPairs(copy, norm, lead_steps=1)
+    always = loader.WeatherPairs(copy, norm, lead_steps=1, verify="always")
+    for ds in (first, always):
+        list(loader.make_loader(ds, batch_size=4, seed=0, shuffle=False))  # every chunk read (and hashed) once
+    damage(chunk, "garbled")
+    list(loader.make_loader(first, batch_size=4, seed=0, shuffle=False))  # already verified in this process
+    with pytest.raises(DataError, match="does not match its checksum"):
+        list(loader.make_loader(always, batch_size=4, seed=0, shuffle=False))
+    with pytest.raises(ValueError, match="verify must be one of"):
+        loader.WeatherPairs(copy, norm, verify="never")
+
+
+def test_a_shard_without_checksums_warns_and_still_checks_sizes(shards, norm, tmp_path):
+    copy, chunk = damaged_copy(shards, tmp_path)
+    manifest = json.loads((copy / "block_0001.zarr" / integrity.MANIFEST).read_text())
+    assert manifest["hash"] == "xxh3_64" and "data/zarr.json" in manifest["files"]
+    assert len([f for f in manifest["files"] if f.startswith("data/c.")]) == 7  # one chunk file per time step
+    (copy / "block_0001.zarr" / integrity.MANIFEST).unlink()  # e.g. a store written by other means
+    with pytest.warns(UserWarning, match=r"block_0001.zarr: no data/checksums.json, so a garbled chunk cannot"):
+        loader.WeatherPairs(copy, norm)
+    damage(chunk, "truncated")
+    with pytest.warns(UserWarning), pytest.raises(DataError, match=r"time step 2000-01-03T12:00\) has 432 bytes"):
+        loader.WeatherPairs(copy, norm)
+    (copy / "block_0002.zarr" / integrity.MANIFEST).write_text("{not json")
+    with pytest.raises(DataError, match=r"block_0002.zarr/data/checksums.json is damaged"):
+        loader.WeatherPairs(sorted(copy.glob('block_*'))[2:], norm)
+
+
+def test_loader_reports_queue_depth_and_data_wait(shards, norm):
+    ds = loader.WeatherPairs(shards, norm, ("2000-01-01", "2000-01-10T18:00"), lead_steps=1)
+    import time
+
+    dl = loader.make_loader(ds, batch_size=3, seed=0, num_workers=2, prefetch=2)
+    for _ in dl:  # starts the (persistent) workers
+        pass
+    dl.stats(reset=True)
+    dl.sampler.set_epoch(1)
+    for _ in dl:
+        time.sleep(0.05)  # a consumer slower than the workers: batches queue up, little waiting
+    slow = dl.stats(reset=True)
+    assert slow["batches"] == len(dl) and slow["queue_depth"] > 1 and slow["data_wait_share"] < 0.5, slow
+    dl = loader.make_loader(ds, batch_size=3, seed=0)  # in process: every batch is read when asked for
+    for _ in dl:
+        pass
+    eager = dl.stats()
+    assert eager["queue_depth"] == 0 and eager["data_wait_share"] > 0.5, eager
+    assert dl.stats(reset=True)["batches"] == len(dl) and dl.stats()["batches"] == 0
+    for n, _ in enumerate(dl):  # a reset in the middle of an epoch (as at each log line) starts a new window
+        if n == 1:
+            assert dl.stats(reset=True)["batches"] == 2
+    assert dl.stats()["batches"] == len(dl) - 2
+
+
+def test_raw_batches_in_physical_units(shards, norm):
+    """normalize=False (what a GPU run's workers produce: the device normalizes) gives the stored values."""
+    ds = loader.WeatherPairs(shards, norm, ("2000-01-01", "2000-01-10T18:00"), lead_steps=1)
+    normalized = next(iter(loader.make_loader(ds, batch_size=4, seed=2)))
+    raw = next(iter(loader.make_loader(ds, batch_size=4, seed=2, normalize=False)))
+    assert torch_equal(raw["time"], normalized["time"]) and torch_equal(raw["forcings"], normalized["forcings"])
+    for key in ("state", "targets"):
+        np.testing.assert_array_equal(norm.normalize(raw[key].numpy()), normalized[key].numpy())
+        assert not np.allclose(raw[key].numpy(), normalized[key].numpy())

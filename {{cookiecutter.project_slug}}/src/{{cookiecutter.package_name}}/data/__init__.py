@@ -12,7 +12,9 @@ Modules (each pipeline step has a `main(argv)` used by the CLI):
   stats.py      per-channel normalization statistics of the train split (`stats`); `Normalizer`
   forcings.py   known-in-advance inputs (cos solar zenith angle, sin/cos latitude)
   loader.py     (state, target at lead) pairs from shards, seeded resumable rank-sharded sampling
-Nothing here imports torch except loader.py, so the data steps stay light.
+  ring.py       the loader's shared-memory batch ring (prefetch level 1); device.py: copies to the GPU (level 2)
+  integrity.py  checksums of each shard's files (written by shard.py, checked by the loader)
+Nothing here imports torch except loader.py, ring.py and device.py, so the data steps stay light.
 """
 
 import warnings

@@ -1,19 +1,19 @@
 """Training pairs from shards: (state at t, targets at t+k, t+2k, ...) normalized, with a seeded, resumable,
-rank-sharded sampler and a bounded-memory, multi-process loader.
+rank-sharded sampler and a bounded-memory loader with two prefetch levels.
 
 Hot path: when a shard's chunks are plain little-endian float32 bytes (how shard.py writes them), one time step is
-one file, read with `readinto` straight into the batch buffer, ~1 MB at a time, each piece normalized while still in
-cache; other layouts are read through zarr. Batch buffers are a ring of shared-memory slots mapped before the
-worker processes fork: workers fill a slot in place and send back only its number, so a batch is neither allocated
-(no page faults) nor copied between processes. A slot is reused only when nothing points into it any more.
-Memory is bounded by the ring: (num_workers x prefetch + 3) batches, whatever the dataset size.
+one file, read with `readinto` straight into the batch buffer, ~1 MB at a time; each piece is checked (byte count,
+and its xxh3 checksum the first time this process reads the chunk: integrity.py) and, on the CPU, normalized while
+still in cache. Other layouts are read through zarr.
+Level 1 (ring.py): worker processes fill a ring of shared-memory batch slots in place; a slot is handed out only
+when free (backpressure), so memory is bounded by num_workers x prefetch + 3 batches whatever the dataset size.
+Level 2 (device.py, with `make_loader(..., device=cuda)`): batches are copied to the GPU on a side stream ahead of
+use and normalized there; the workers then only read. `loader.stats()` gives the queue depth and the data-wait share.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
-import weakref
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,8 +23,12 @@ import xarray as xr
 
 from ..errors import DataError
 from .forcings import FORCING_NAMES, forcing_fields
+from .integrity import ShardChecks, new_hasher
+from .ring import SLOTS, SlotBatchSampler, Slots
 from .shard import raw_chunk_files
 from .stats import Normalizer, shard_paths
+
+VERIFY = ("first", "always")
 
 
 class WeatherPairs(torch.utils.data.Dataset):
@@ -41,13 +45,17 @@ class WeatherPairs(torch.utils.data.Dataset):
         lead_steps: int = 1,
         rollout_steps: int = 1,
         raw_reads: bool = True,
+        verify: str = "first",
     ):
         if lead_steps < 1 or rollout_steps < 1:
             raise ValueError("lead_steps and rollout_steps must be >= 1")
+        if verify not in VERIFY:
+            raise ValueError(f"verify must be one of {VERIFY}, not {verify!r}")
+        self.verify_always = verify == "always"
         self.paths = [str(p) for p in shard_paths(shards)]
         self.normalizer = normalizer
         self.lead_steps, self.rollout_steps = int(lead_steps), int(rollout_steps)
-        times, shard_of, local, files = [], [], [], []
+        times, shard_of, local, files, self._checks = [], [], [], [], []
         for s, p in enumerate(self.paths):
             ds = xr.open_zarr(p, consolidated=False, chunks=None)
             if s == 0:
@@ -60,7 +68,11 @@ class WeatherPairs(torch.utils.data.Dataset):
             times.append(t)
             shard_of.append(np.full(len(t), s, np.int32))
             local.append(np.arange(len(t), dtype=np.int32))
-            files.append(raw_chunk_files(p) if raw_reads else None)
+            chunks = raw_chunk_files(p)
+            label = lambda i, t=t: str(np.datetime64(int(t[i]), "ns").astype("datetime64[m]"))  # noqa: E731
+            step_bytes = ds["data"].dtype.itemsize * int(np.prod(ds["data"].shape[1:]))
+            self._checks.append(ShardChecks(p, chunks, label, step_bytes))
+            files.append(chunks if raw_reads else None)
         if list(normalizer.channels) != self.channels:
             raise DataError(f"stats channels {normalizer.channels} differ from the shards' {self.channels}. "
                             "Fix: recompute data/stats.json from these shards.")
@@ -69,6 +81,7 @@ class WeatherPairs(torch.utils.data.Dataset):
             raise DataError("shard times are not increasing. Fix: pass shards in time order (block_0000, ...).")
         self.shard_of, self.local, self._files = np.concatenate(shard_of), np.concatenate(local), files
         self._arrays: dict[int, object] = {}  # zarr arrays opened lazily per process (fallback path)
+        self._verified: set[int] = set()  # global time indices whose chunk this process has hashed
 
         span = self.lead_steps * self.rollout_steps
         lo, hi = (np.int64(-(2**62)), np.int64(2**62)) if times_range is None else (
@@ -94,40 +107,55 @@ class WeatherPairs(torch.utils.data.Dataset):
     def forcing_names(self) -> tuple[str, ...]:
         return FORCING_NAMES
 
-    def _read_normalized(self, g: int, out: np.ndarray) -> None:
-        """Normalized values of global time index g into out [C,H,W] float32.
+    def _read(self, g: int, out: np.ndarray, normalize: bool = True) -> None:
+        """Values of global time index g into out [C,H,W] float32, normalized unless `normalize` is False.
 
-        Raw path: the chunk file is read a group of channels (~1 MB) at a time and each group is normalized while it
-        is still in the CPU cache, so the sample crosses main memory once (same arithmetic as Normalizer.normalize)."""
+        Raw path: the chunk file is read a group of channels (~1 MB) at a time; each group is hashed (first read of
+        the chunk in this process, or always) and normalized while still in the CPU cache, so the sample crosses
+        main memory once (same arithmetic as Normalizer.normalize)."""
         s, t = int(self.shard_of[g]), int(self.local[g])
-        files = self._files[s]
+        files, check = self._files[s], self._checks[s]
+        hasher = new_hasher() if (self.verify_always or g not in self._verified) and check.hashable(t) else None
         if files is not None:
             try:
-                with open(files[t], "rb", buffering=0) as f:
-                    for a in range(0, len(out), self._group):
-                        part = out[a : a + self._group]
-                        if f.readinto(memoryview(part).cast("B")) != part.nbytes:
-                            raise EOFError(files[t])
+                f = open(files[t], "rb", buffering=0)
+            except FileNotFoundError:
+                raise check.damaged(t, "is missing") from None
+            with f:
+                for a in range(0, len(out), self._group):
+                    part = out[a : a + self._group]
+                    n = f.readinto(memoryview(part).cast("B"))
+                    if n != part.nbytes:
+                        raise check.damaged(t, f"is truncated: {n} bytes where {part.nbytes} were expected")
+                    if hasher is not None:
+                        hasher.update(memoryview(part).cast("B"))
+                    if normalize:
                         np.subtract(part, self._mean[a : a + self._group], out=part)
                         np.divide(part, self._std[a : a + self._group], out=part)
-                return
-            except FileNotFoundError:  # chunk never written (all fill value): let zarr supply it
-                pass
-        arr = self._arrays.get(s)
-        if arr is None:
-            import zarr
+                if f.read(1):
+                    raise check.damaged(t, f"is longer than the {out.nbytes} bytes of one time step")
+            check.compare(t, hasher)
+        else:
+            if check.known(t):  # the zarr path: check the chunk file itself, then let zarr decode it
+                check.check_file(t, hash_it=hasher is not None)
+            arr = self._arrays.get(s)
+            if arr is None:
+                import zarr
 
-            arr = self._arrays[s] = zarr.open_array(str(Path(self.paths[s]) / "data"), mode="r")
-        out[...] = arr[t]
-        np.subtract(out, self._mean, out=out)
-        np.divide(out, self._std, out=out)
+                arr = self._arrays[s] = zarr.open_array(str(Path(self.paths[s]) / "data"), mode="r")
+            out[...] = arr[t]
+            if normalize:
+                np.subtract(out, self._mean, out=out)
+                np.divide(out, self._std, out=out)
+        if hasher is not None:
+            self._verified.add(g)
 
-    def _fill(self, i: int, state: np.ndarray, targets: np.ndarray, forcings: np.ndarray) -> int:
+    def _fill(self, i: int, state: np.ndarray, targets: np.ndarray, forcings: np.ndarray, normalize: bool) -> int:
         g = int(self.starts[i])
         k, r = self.lead_steps, self.rollout_steps
-        self._read_normalized(g, state)
+        self._read(g, state, normalize)
         for j in range(r):
-            self._read_normalized(g + (j + 1) * k, targets[j])
+            self._read(g + (j + 1) * k, targets[j], normalize)
         forcing_fields(self.times[[g + j * k for j in range(r)]], self.lat, self.lon, out=forcings)
         return int(self.times[g])
 
@@ -145,7 +173,8 @@ class WeatherPairs(torch.utils.data.Dataset):
         """A whole batch, read straight into its final buffers: a recycled shared slot when the loader assigned one
         (then only {"slot", "time"} travels back; `make_loader` turns it into tensors), else new shared memory."""
         slot = getattr(indices, "slot", None)
-        slots = _SLOTS.get(getattr(indices, "ring", -1))
+        slots = SLOTS.get(getattr(indices, "ring", -1))
+        normalize = not getattr(indices, "raw", False)
         b, r, f = len(indices), self.rollout_steps, len(FORCING_NAMES)
         c, h, w = self.sample_shape
         if slot is not None and slots is not None:
@@ -158,131 +187,77 @@ class WeatherPairs(torch.utils.data.Dataset):
         times = torch.empty(b, dtype=torch.int64)
         sn, tn, fn = state.numpy(), targets.numpy(), forcings.numpy()
         for j, i in enumerate(indices):
-            times[j] = self._fill(int(i), sn[j], tn[j], fn[j])
+            times[j] = self._fill(int(i), sn[j], tn[j], fn[j], normalize)
         if slot is not None and slots is not None:
+            slots.filled(slot)
             return {"slot": slot, "time": times}
         return {"state": state, "forcings": forcings, "targets": targets, "time": times}
-
-
-_SLOTS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # ring id -> _Slots (inherited by forked workers)
-_RING_IDS = itertools.count()
-
-
-class _Slots:
-    """A ring of batch buffers in shared memory, mapped before the worker processes fork, so workers fill them in
-    place and nothing is allocated (no page faults) or copied per batch. The main process hands a slot out only when
-    no batch in flight uses it and no tensor the caller still holds points into it (storage use count)."""
-
-    NAMES = ("state", "targets", "forcings")
-
-    def __init__(self, n: int, batch_size: int, dataset: WeatherPairs, pin: bool):
-        import mmap
-
-        c, h, w = dataset.sample_shape
-        r, f = dataset.rollout_steps, len(FORCING_NAMES)
-        self.shapes = {"state": (batch_size, c, h, w), "targets": (batch_size, r, c, h, w),
-                       "forcings": (batch_size, r, f, h, w)}
-        self.buffers, self.maps, self.pinned = [], [], False
-        for _ in range(n):
-            bufs = {}
-            for name, shape in self.shapes.items():
-                m = mmap.mmap(-1, int(np.prod(shape)) * 4)  # MAP_SHARED | MAP_ANONYMOUS: shared with forked workers
-                self.maps.append(m)
-                bufs[name] = torch.frombuffer(m, dtype=torch.float32).view(shape)
-            self.buffers.append(bufs)
-        if pin and torch.cuda.is_available():
-            self.pinned = all(self._pin(t) for bufs in self.buffers for t in bufs.values())
-        self.baseline = [self._uses(s) for s in range(n)]
-        self.in_flight: set[int] = set()
-        self.ring = next(_RING_IDS)
-        self.pid = os.getpid()
-        _SLOTS[self.ring] = self
-
-    def __del__(self):
-        if getattr(self, "pinned", False) and os.getpid() == self.pid:  # never touch CUDA in a forked worker
-            for bufs in self.buffers:
-                for t in bufs.values():
-                    try:
-                        torch.cuda.cudart().cudaHostUnregister(t.data_ptr())
-                    except Exception:  # noqa: BLE001 - interpreter shutdown
-                        pass
-
-    @staticmethod
-    def _pin(t: torch.Tensor) -> bool:
-        try:  # page-lock the existing mapping so host->device copies can be asynchronous
-            return torch.cuda.cudart().cudaHostRegister(t.data_ptr(), t.numel() * 4, 0) == 0
-        except Exception:  # noqa: BLE001 - pinning is an optimization; copies stay correct without it
-            return False
-
-    def _uses(self, s: int) -> int:
-        return sum(torch._C._storage_Use_Count(t.untyped_storage()._cdata) for t in self.buffers[s].values())
-
-    def acquire(self) -> int | None:
-        for s in range(len(self.buffers)):
-            if s not in self.in_flight and self._uses(s) == self.baseline[s]:
-                self.in_flight.add(s)
-                return s
-        return None  # all busy (the caller keeps old batches): fall back to fresh memory
-
-    def views(self, s: int, b: int) -> dict:
-        return {name: self.buffers[s][name][:b] for name in self.NAMES}
-
-    def release(self, s: int, b: int) -> dict:
-        self.in_flight.discard(s)
-        return self.views(s, b)
-
-
-class _SlotBatch(list):
-    """Sample indices of one batch plus the ring and slot to fill (slot None = allocate)."""
-
-    def __init__(self, indices, ring: int, slot: int | None):
-        super().__init__(indices)
-        self.ring, self.slot = ring, slot
-
-
-class _SlotBatchSampler(torch.utils.data.Sampler):
-    def __init__(self, sampler, batch_size: int, drop_last: bool, slots: _Slots | None):
-        self.sampler, self.batch_size, self.drop_last, self.slots = sampler, batch_size, drop_last, slots
-
-    def __iter__(self):
-        batch = []
-        for i in self.sampler:
-            batch.append(i)
-            if len(batch) == self.batch_size:
-                yield self._batch(batch)
-                batch = []
-        if batch and not self.drop_last:
-            yield self._batch(batch)
-
-    def _batch(self, indices) -> _SlotBatch:
-        if self.slots is None:
-            return _SlotBatch(indices, -1, None)
-        return _SlotBatch(indices, self.slots.ring, self.slots.acquire())
-
-    def __len__(self) -> int:
-        n = len(self.sampler)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
 
 class Loader:
     """Iterable of batches (dicts of tensors) over a torch DataLoader; `sampler` is the ResumableSampler.
     Batches may live in recycled shared buffers: a batch stays valid while you hold a reference to any of its
-    tensors (a buffer is reused only when nothing points into it)."""
+    tensors (a buffer is reused only when nothing points into it). With a DeviceStage the batches come out on the
+    GPU, normalized there. `stats()` reports the queue depth and the share of time spent waiting for data."""
 
-    def __init__(self, dataloader: torch.utils.data.DataLoader, sampler, slots: _Slots | None, pin: bool):
+    def __init__(self, dataloader: torch.utils.data.DataLoader, sampler, slots: Slots | None, pin: bool,
+                 device_stage=None):
         self.dataloader, self.sampler, self.slots, self.pin = dataloader, sampler, slots, pin
+        self.device_stage = device_stage
+        self._window = {"batches": 0, "wait": 0.0, "depth": 0, "start": None}
 
     def __len__(self) -> int:
         return len(self.dataloader)
 
     def __iter__(self):
-        for batch in self.dataloader:
+        batches = self._host_batches()
+        if self.device_stage is not None:
+            batches = self.device_stage.run(batches)
+        while True:
+            t0 = time.perf_counter()
+            if self._window["start"] is None:
+                self._window["start"] = t0
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            w = self._window  # stats(reset=True) replaces it between batches
+            w["wait"] += time.perf_counter() - t0
+            w["batches"] += 1
+            yield batch
+
+    def _host_batches(self):
+        batches = iter(self.dataloader)  # forks the workers the first time
+        if self.slots is not None:
+            self.slots.pin()
+        while True:
+            self._window["depth"] += self.slots.waiting() if self.slots is not None else 0
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except DataError as e:  # re-raised from a worker: keep the message, drop the wrapper's traceback
+                raise DataError(str(e).rsplit("DataError: ", 1)[-1].strip()) from None
             if "slot" in batch:
                 slot = int(batch.pop("slot"))
                 batch = {**self.slots.release(slot, len(batch["time"])), "time": batch["time"]}
                 if self.pin and not self.slots.pinned:
                     batch = {k: v.pin_memory() for k, v in batch.items()}
+            if self.device_stage is not None:
+                self._window["depth"] += len(self.device_stage.pending)
             yield batch
+
+    def stats(self, reset: bool = False) -> dict:
+        """Since the last reset: batches handed out, seconds the consumer waited for them, that wait as a share of
+        the wall time, and the queue depth (batches ready ahead of the consumer when it asked: full ring slots, plus
+        batches already on their way to the device), averaged over the requests."""
+        w = self._window
+        wall = time.perf_counter() - w["start"] if w["start"] is not None else 0.0
+        out = {"batches": w["batches"], "data_wait_s": w["wait"], "data_wait_share": w["wait"] / wall if wall else 0.0,
+               "queue_depth": w["depth"] / max(w["batches"], 1)}
+        if reset:
+            self._window = {"batches": 0, "wait": 0.0, "depth": 0, "start": time.perf_counter()}
+        return out
 
 
 def _collate(batch):
@@ -345,27 +320,38 @@ def make_loader(
     start_index: int = 0,
     shuffle: bool = True,
     drop_last: bool = True,
+    device: torch.device | str | None = None,
+    normalize: bool = True,
 ) -> Loader:
     """Batches of `dataset` in a seeded, resumable, rank-sharded order (`loader.sampler.set_epoch(e, start_index)`).
 
     start_index counts samples of this rank (use step_in_epoch * batch_size to resume mid-epoch).
     num_workers worker processes (forked) each keep `prefetch` batches ready; memory is bounded by the ring of
     num_workers * prefetch + 3 batch buffers. pin_memory defaults to "a GPU is present"; pair it with
-    `to_device(batch, device)` (non-blocking copies). drop_last drops the last incomplete batch of each epoch."""
+    `to_device(batch, device)` (non-blocking copies). drop_last drops the last incomplete batch of each epoch.
+    device: a CUDA device makes the loader hand out batches already on it (copied on a side stream, `prefetch`
+    batches ahead, normalized on the GPU; the workers only read); None or a CPU device: normalized host batches.
+    normalize=False: state and targets in physical units (raw float32, as stored)."""
     import multiprocessing
     import sys
 
     sampler = ResumableSampler(len(dataset), seed, rank, world_size, shuffle, drop_last, epoch, start_index)
+    on_gpu = device is not None and torch.device(device).type == "cuda"
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
+    pin_memory = pin_memory or on_gpu
     # the buffer ring is shared with workers by fork; elsewhere (macOS, Windows) workers allocate per batch
     fork = sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
     slots = None
     if fork or num_workers == 0:
-        slots = _Slots(max(num_workers, 1) * prefetch + 3, batch_size, dataset, pin_memory)
+        c, h, w = dataset.sample_shape
+        r, f = dataset.rollout_steps, len(FORCING_NAMES)
+        shapes = {"state": (batch_size, c, h, w), "targets": (batch_size, r, c, h, w),
+                  "forcings": (batch_size, r, f, h, w)}
+        slots = Slots(max(num_workers, 1) * prefetch + 3 + (prefetch if on_gpu else 0), shapes, pin_memory)
     dataloader = torch.utils.data.DataLoader(
         dataset,
-        batch_sampler=_SlotBatchSampler(sampler, batch_size, drop_last, slots),
+        batch_sampler=SlotBatchSampler(sampler, batch_size, drop_last, slots, raw=on_gpu or not normalize),
         num_workers=num_workers,
         prefetch_factor=prefetch if num_workers > 0 else None,
         persistent_workers=num_workers > 0,
@@ -374,7 +360,12 @@ def make_loader(
         worker_init_fn=_worker_init if num_workers > 0 else None,
         multiprocessing_context="fork" if num_workers > 0 and fork else None,
     )
-    return Loader(dataloader, sampler, slots, pin_memory)
+    stage = None
+    if on_gpu:
+        from .device import DeviceStage
+
+        stage = DeviceStage(device, dataset.normalizer if normalize else None, depth=prefetch)
+    return Loader(dataloader, sampler, slots, pin_memory, stage)
 
 
 def to_device(batch: dict, device: torch.device | str) -> dict:

@@ -23,11 +23,15 @@ import xarray as xr
 
 from ..config import Params, load_params, validate_params
 from ..errors import DataError
+from .integrity import write_manifest
 from .regrid import BlockMean, Resampler, resampler
 from .source import channel_names, open_canonical, read_parts, source_path
 
 READ_BYTES = 256 * 2**20  # bytes of source read per step of the copy loop (bounds memory whatever the block size)
 RAW_CODECS = [{"name": "bytes", "configuration": {"endian": "little"}}]
+# Chunk files named data/c.<t>.0.0.0, side by side: zarr's default "/" nests four folders per time step, and walking
+# those folders was most of a no-op `dvc repro` (it hashes data/shards as an out and as three stages' dep).
+CHUNK_KEYS = {"name": "default", "configuration": {"separator": "."}}
 
 
 def _as_params(params) -> Params:
@@ -87,12 +91,13 @@ def raw_chunk_files(store: str | Path) -> list[Path] | None:
         and meta.get("data_type") == "float32"
         and meta.get("codecs") == RAW_CODECS
         and meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape") == [1] + shape[1:]
-        and meta.get("chunk_key_encoding") == {"name": "default", "configuration": {"separator": "/"}}
+        and meta.get("chunk_key_encoding", {}).get("name") == "default"
         and len(shape) == 4
     )
     if not plain:
         return None
-    return [array_dir / "c" / str(t) / "0" / "0" / "0" for t in range(shape[0])]
+    sep = meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/")  # "/": older shards
+    return [array_dir / sep.join(["c", str(t), "0", "0", "0"]) for t in range(shape[0])]
 
 
 def _channel_parts(ds: xr.Dataset) -> list[tuple[str, int | None]]:
@@ -140,7 +145,8 @@ def _create(tmp: Path, ds: xr.Dataset, times: np.ndarray, lat, lon, attrs: dict)
         },
         attrs=attrs,
     )
-    encoding = {"data": {"chunks": (1,) + shape[1:], "compressors": None, "filters": None, "fill_value": np.nan}}
+    encoding = {"data": {"chunks": (1,) + shape[1:], "compressors": None, "filters": None, "fill_value": np.nan,
+                         "chunk_key_encoding": CHUNK_KEYS}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         template.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, compute=False, encoding=encoding)
@@ -209,6 +215,7 @@ def write_shard(
             parts = read_parts(ds, a, b, resample)
             _check_finite(parts, ds, times[a - start : b - start], name)
             _write_steps(tmp, a - start, parts, files)
+        write_manifest(tmp)  # checksums of every file, checked by the loader (integrity.py)
         _replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
