@@ -319,3 +319,21 @@ def test_raw_batches_in_physical_units(shards, norm):
     for key in ("state", "targets"):
         np.testing.assert_array_equal(norm.normalize(raw[key].numpy()), normalized[key].numpy())
         assert not np.allclose(raw[key].numpy(), normalized[key].numpy())
+
+
+@pytest.mark.parametrize("how", ["truncated", "garbled", "deleted"])
+def test_evaluation_and_statistics_readers_stop_on_a_damaged_chunk(shards, tmp_path, how):
+    """The other readers of shards (evaluation's ShardReader; ShardSteps for stats and the climatology) check what
+    they read as the loader does: a damaged chunk is an error naming the shard, the time step and the fix, never
+    fill values or a garbled score."""
+    inference = importlib.import_module(f"{PACKAGE}.inference")
+    copy, chunk = damaged_copy(shards, tmp_path)
+    reader, steps = inference.ShardReader(copy), stats.ShardSteps(copy)  # opened while intact
+    damage(chunk, how)
+    when = np.datetime64("2000-01-03T12:00", "ns")
+    with pytest.raises(DataError) as raised:
+        reader.read(np.array([when]))
+    assert_names_the_damage(str(raised.value), copy, EXPECTED[how][1] or EXPECTED[how][0])
+    with pytest.raises(DataError) as raised:
+        steps.read(int(np.flatnonzero(steps.times == when)[0]))
+    assert_names_the_damage(str(raised.value), copy, EXPECTED[how][1] or EXPECTED[how][0])

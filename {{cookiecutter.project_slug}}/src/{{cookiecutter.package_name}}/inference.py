@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.integrity import CheckedSteps, open_checks
 from .errors import EvaluationError
 
 HOUR = np.timedelta64(1, "h")
@@ -67,6 +68,9 @@ class ShardReader:
             for i, t in enumerate(_ns(arr["time"].values)):
                 self._where[int(t)] = (s, i)
         self.times = np.array(sorted(self._where), dtype=np.int64).astype("datetime64[ns]")
+        step_bytes = 4 * len(self.channels) * len(self.latitude) * len(self.longitude)
+        self._checks = CheckedSteps([open_checks(p, a["time"].values, step_bytes)
+                                     for p, a in zip(self.paths, self._arrays, strict=True)])
 
     def has(self, times: np.ndarray) -> np.ndarray:
         return np.array([int(t) in self._where for t in _ns(times)], dtype=bool)
@@ -90,6 +94,8 @@ class ShardReader:
                 )
             by_shard.setdefault(loc[0], []).append((k, loc[1]))
         for s, pairs in sorted(by_shard.items()):
+            for _, i in pairs:  # a missing, truncated or garbled chunk is an error, not fill values or a wrong score
+                self._checks.before_read(s, i)
             block = np.asarray(self._arrays[s].isel(time=[i for _, i in pairs]).values, dtype=np.float32)
             out[[k for k, _ in pairs]] = block
         return out

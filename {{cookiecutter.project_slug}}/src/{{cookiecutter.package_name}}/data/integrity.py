@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 
 from ..errors import DataError
 from ..fileio import atomic_write_text
 
+RAW_CODECS = [{"name": "bytes", "configuration": {"endian": "little"}}]  # a shard's chunks: plain float32 bytes
 MANIFEST = "data/checksums.json"
 HASH = "xxh3_64"
 BLOCK = 8 * 2**20  # bytes hashed per read when hashing whole files
@@ -46,6 +48,29 @@ def file_digest(path: Path) -> str:
         while n := f.readinto(buf):
             hasher.update(view[:n])
     return hasher.hexdigest()
+
+
+def raw_chunk_files(store: str | Path) -> list[Path] | None:
+    """Chunk files of a shard's `data` array, one per time step, if the chunks are plain little-endian float32 bytes
+    (then reading a file into a buffer is exactly reading the array); None when another layout needs zarr to decode."""
+    array_dir = Path(store) / "data"
+    try:
+        meta = json.loads((array_dir / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return None
+    shape = meta.get("shape", [])
+    plain = (
+        sys.byteorder == "little"
+        and meta.get("data_type") == "float32"
+        and meta.get("codecs") == RAW_CODECS
+        and meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape") == [1] + shape[1:]
+        and meta.get("chunk_key_encoding", {}).get("name") == "default"
+        and len(shape) == 4
+    )
+    if not plain:
+        return None
+    sep = meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/")  # "/": older shards
+    return [array_dir / sep.join(["c", str(t), "0", "0", "0"]) for t in range(shape[0])]
 
 
 def write_manifest(store: str | Path) -> Path:
@@ -138,3 +163,29 @@ class ShardChecks:
     def _error(self, what: str, problem: str) -> DataError:
         return DataError(f"{self.store}: {what} {problem}. The shard is damaged (a partial copy or a filesystem "
                          f"fault). {fix_hint(self.store)}")
+
+
+def open_checks(store: str | Path, times, step_bytes: int) -> ShardChecks:
+    """The checks of one shard store whose `data` array has the time steps `times` (datetime64) and `step_bytes`
+    bytes per step: every reader of shards (loader, evaluation, statistics, climatology) opens shards through it."""
+    import numpy as np
+
+    times = np.asarray(times).astype("datetime64[m]")
+    return ShardChecks(store, raw_chunk_files(store), lambda i: str(times[i]), step_bytes)
+
+
+class CheckedSteps:
+    """Checks each time step of several shards before it is read by a reader other than the loader's readinto:
+    the chunk file's existence and size every time, its checksum the first time this process reads it."""
+
+    def __init__(self, checks: list[ShardChecks]):
+        self.checks = checks
+        self._hashed: set[tuple[int, int]] = set()
+
+    def before_read(self, shard: int, step: int) -> None:
+        checks = self.checks[shard]
+        if not checks.known(step):
+            return
+        first = (shard, step) not in self._hashed
+        checks.check_file(step, hash_it=first)
+        self._hashed.add((shard, step))

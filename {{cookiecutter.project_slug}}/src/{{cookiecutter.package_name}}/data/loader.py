@@ -23,9 +23,8 @@ import xarray as xr
 
 from ..errors import DataError
 from .forcings import FORCING_NAMES, forcing_fields
-from .integrity import ShardChecks, new_hasher
+from .integrity import new_hasher, open_checks, raw_chunk_files
 from .ring import SLOTS, SlotBatchSampler, Slots
-from .shard import raw_chunk_files
 from .stats import Normalizer, shard_paths
 
 VERIFY = ("first", "always")
@@ -69,9 +68,8 @@ class WeatherPairs(torch.utils.data.Dataset):
             shard_of.append(np.full(len(t), s, np.int32))
             local.append(np.arange(len(t), dtype=np.int32))
             chunks = raw_chunk_files(p)
-            label = lambda i, t=t: str(np.datetime64(int(t[i]), "ns").astype("datetime64[m]"))  # noqa: E731
             step_bytes = ds["data"].dtype.itemsize * int(np.prod(ds["data"].shape[1:]))
-            self._checks.append(ShardChecks(p, chunks, label, step_bytes))
+            self._checks.append(open_checks(p, t.astype("datetime64[ns]"), step_bytes))
             files.append(chunks if raw_reads else None)
         if list(normalizer.channels) != self.channels:
             raise DataError(f"stats channels {normalizer.channels} differ from the shards' {self.channels}. "

@@ -23,12 +23,11 @@ import xarray as xr
 
 from ..config import Params, load_params, validate_params
 from ..errors import DataError
-from .integrity import write_manifest
+from .integrity import raw_chunk_files, write_manifest
 from .regrid import BlockMean, Resampler, resampler
 from .source import channel_names, open_canonical, read_parts, source_path
 
 READ_BYTES = 256 * 2**20  # bytes of source read per step of the copy loop (bounds memory whatever the block size)
-RAW_CODECS = [{"name": "bytes", "configuration": {"endian": "little"}}]
 # Chunk files named data/c.<t>.0.0.0, side by side: zarr's default "/" nests four folders per time step, and walking
 # those folders was most of a no-op `dvc repro` (it hashes data/shards as an out and as three stages' dep).
 CHUNK_KEYS = {"name": "default", "configuration": {"separator": "."}}
@@ -75,29 +74,6 @@ def plan_blocks(params, source: str | None = None) -> list[tuple[int, int]]:
 
 def _blocks(n: int, size: int) -> list[tuple[int, int]]:
     return [(i, min(i + size, n)) for i in range(0, n, size)]
-
-
-def raw_chunk_files(store: str | Path) -> list[Path] | None:
-    """Chunk files of a shard's `data` array, one per time step, if the chunks are plain little-endian float32 bytes
-    (then reading a file into a buffer is exactly reading the array); None when another layout needs zarr to decode."""
-    array_dir = Path(store) / "data"
-    try:
-        meta = json.loads((array_dir / "zarr.json").read_text())
-    except (OSError, ValueError):
-        return None
-    shape = meta.get("shape", [])
-    plain = (
-        sys.byteorder == "little"
-        and meta.get("data_type") == "float32"
-        and meta.get("codecs") == RAW_CODECS
-        and meta.get("chunk_grid", {}).get("configuration", {}).get("chunk_shape") == [1] + shape[1:]
-        and meta.get("chunk_key_encoding", {}).get("name") == "default"
-        and len(shape) == 4
-    )
-    if not plain:
-        return None
-    sep = meta["chunk_key_encoding"].get("configuration", {}).get("separator", "/")  # "/": older shards
-    return [array_dir / sep.join(["c", str(t), "0", "0", "0"]) for t in range(shape[0])]
 
 
 def _channel_parts(ds: xr.Dataset) -> list[tuple[str, int | None]]:

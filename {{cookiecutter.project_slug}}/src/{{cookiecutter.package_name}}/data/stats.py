@@ -28,6 +28,7 @@ from .. import cliargs
 from ..config import Params, load_params
 from ..errors import DataError
 from ..integrity import write_json_with_checksum
+from .integrity import CheckedSteps, open_checks
 
 
 def shard_paths(shards: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -64,6 +65,8 @@ class ShardSteps:
                 raise DataError(f"{self.paths[s]}: channels differ from {self.paths[0]}. Fix: re-run the shard step.")
             self._where += [(s, i) for i in range(arr.sizes["time"])]
         self.times = np.concatenate([a["time"].values.astype("datetime64[ns]") for a in self._arrays])
+        self._checks = CheckedSteps([open_checks(p, a["time"].values, self.step_nbytes)
+                                     for p, a in zip(self.paths, self._arrays, strict=True)])
 
     def __len__(self) -> int:
         return len(self.times)
@@ -75,6 +78,7 @@ class ShardSteps:
 
     def read(self, index: int) -> np.ndarray:
         s, i = self._where[int(index)]
+        self._checks.before_read(s, i)  # a missing, truncated or garbled chunk is an error, not fill values
         return np.asarray(self._data[s][i], dtype=np.float32)
 
     @property
