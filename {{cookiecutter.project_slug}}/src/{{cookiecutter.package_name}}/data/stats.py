@@ -28,6 +28,7 @@ from .. import cliargs
 from ..config import Params, load_params
 from ..errors import DataError
 from ..integrity import write_json_with_checksum
+from ..units import symbol
 from .integrity import CheckedSteps, open_checks
 
 
@@ -234,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     stats = compute_stats(args.shards, params.data.splits.train, params.train.lead_hours)
     write_stats(stats, args.out)
     print(f"wrote {args.out}: {len(stats['channels'])} channels from train {stats['train']}")
+    for name, mean, std in zip(stats["channels"], stats["mean"], stats["std"], strict=True):
+        print(f"  {name:<28} mean {mean:12.6g}  std {std:10.4g}  {symbol(name)}")  # a scale at a glance
     return 0
 
 
