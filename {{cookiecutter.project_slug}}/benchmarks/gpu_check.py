@@ -14,7 +14,8 @@ is its own torchrun, killed if it outlives its time box; every run prints and re
   bf16 against fp32 over the first steps (same weights, same batches), and whether the batches normalized on the
   GPU equal the CPU loader's bit for bit.
 A JSON summary goes to $OUT/gpu_check.json when OUT is set (and to --json). Exit status: 0 when every run finished.
-Needs only the project installed (and torch with CUDA for the real check).
+A run past its time box is killed with every process it started (found by a mark in their environment: torchrun
+starts its workers in sessions of their own). Needs only the project installed (and torch with CUDA for the check).
 """
 
 from __future__ import annotations
@@ -106,20 +107,43 @@ def synthesize(folder: Path, size: dict) -> tuple[Path, Path]:
     return shards, folder / "stats.json"
 
 
+RUN_MARK = "FORGE_GPU_CHECK_RUN"  # in the environment of every process of a run, whatever session it starts
+
+
+def kill_run(mark: str) -> int:
+    """SIGKILL every process whose environment carries RUN_MARK=mark: torchrun, its workers (which torchrun starts
+    in sessions of their own, so killing its process group misses them) and their data-loader workers."""
+    killed = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if f"{RUN_MARK}={mark}".encode() in (proc / "environ").read_bytes().split(b"\0"):
+                os.kill(int(proc.name), signal.SIGKILL)
+                killed += 1
+        except (OSError, ValueError):  # gone already, or not ours
+            continue
+    return killed
+
+
 def launch(run: dict, size: dict, nproc: int, box: float, folder: Path) -> dict:
-    """One torchrun of this script in --worker mode, in its own process group, killed after `box` seconds."""
+    """One torchrun of this script in --worker mode; after `box` seconds every process of it is killed."""
     result = folder / f"{run['model']}-{run['strategy']}.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
            __file__, "--worker", json.dumps({**run, "size": size, "result": str(result)})]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1" if nproc > 1 else "4")}
+    mark = f"{os.getpid()}-{run['model']}-{run['strategy']}"
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1" if nproc > 1 else "4"),
+           RUN_MARK: mark}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
         code = proc.wait(timeout=box)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+        kill_run(mark)
         proc.wait()
         return {**run, "error": f"timed out after {box:.0f} s (killed)"}
+    finally:
+        kill_run(mark)  # nothing of a run outlives it (a worker stuck in a collective after a crash, say)
     out = json.loads(result.read_text()) if result.exists() else {**run, "error": f"torchrun exited {code}"}
     out["wall_s"] = time.perf_counter() - t0
     return out
@@ -186,6 +210,7 @@ def worker(spec: dict) -> None:
     import torch
     import torch.distributed as dist
 
+    time.sleep(float(os.environ.get("FORGE_GPU_CHECK_STALL", 0)))  # tests: a run that outlives its time box
     rank, world, local = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
     device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
     if device.type == "cuda":

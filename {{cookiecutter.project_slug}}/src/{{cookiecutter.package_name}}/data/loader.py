@@ -81,6 +81,15 @@ class WeatherPairs(torch.utils.data.Dataset):
         self._arrays: dict[int, object] = {}  # zarr arrays opened lazily per process (fallback path)
         self._verified: set[int] = set()  # global time indices whose chunk this process has hashed
 
+        self.starts = self._pair_starts(times_range)
+        c, h, w = len(self.channels), len(self.lat), len(self.lon)
+        self.sample_shape = (c, h, w)
+        self._mean = normalizer.mean[:, None, None]
+        self._std = normalizer.std[:, None, None]
+        self._group = max(1, 2**20 // (h * w * 4))  # channels per read: ~1 MB, so the normalization hits cache
+
+    def _pair_starts(self, times_range: tuple | None) -> np.ndarray:
+        """Global indices of the first time of every valid pair (all its times in range, evenly spaced)."""
         span = self.lead_steps * self.rollout_steps
         lo, hi = (np.int64(-(2**62)), np.int64(2**62)) if times_range is None else (
             np.datetime64(times_range[0], "ns").astype(np.int64), np.datetime64(times_range[1], "ns").astype(np.int64))
@@ -91,12 +100,7 @@ class WeatherPairs(torch.utils.data.Dataset):
             ok = (self.times[first] >= lo) & (self.times[first + span] <= hi)
             ok &= self.times[first + span] - self.times[first] == span * dt
             first = first[ok]
-        self.starts = first.astype(np.int64)
-        c, h, w = len(self.channels), len(self.lat), len(self.lon)
-        self.sample_shape = (c, h, w)
-        self._mean = normalizer.mean[:, None, None]
-        self._std = normalizer.std[:, None, None]
-        self._group = max(1, 2**20 // (h * w * 4))  # channels per read: ~1 MB, so the normalization hits cache
+        return first.astype(np.int64)
 
     def __len__(self) -> int:
         return len(self.starts)
