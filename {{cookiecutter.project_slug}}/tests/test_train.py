@@ -66,6 +66,7 @@ def test_train_writes_model_log_and_checkpoints(tmp_path, data):
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert all(np.isfinite(float(r[k])) for r in rows for k in trainlog.LOG_COLUMNS)
     assert 0 <= float(rows[-1]["data_wait"]) <= 1 and float(rows[-1]["samples_per_s"]) > 0
+    assert all(0 <= float(r["queue_depth"]) for r in rows)  # the loader's queue depth, per log interval
     ckpts = checkpoint.list_checkpoints(run / "checkpoints")
     assert [p.name for p in ckpts] == ["step_00000006.pt", "step_00000005.pt"]  # keep_checkpoints: 2
     ck = torch.load(ckpts[0], weights_only=True)  # the contract: loadable without unpickling code
@@ -285,7 +286,7 @@ def test_log_line_reports_tflops_and_mfu(tmp_path, capsys, monkeypatch):
                                                          "test": ["2000-01-05", "2000-01-06"]}}})
     logger = trainlog.Logger(params, tmp_path / "log.csv", tmp_path, 0, {}, d)
     logger.log(row)
-    assert "64.0 samples/s data_wait 10% 0.0 TFLOP/s per process MFU 0.0%" in capsys.readouterr().out
+    assert "64.0 samples/s data_wait 10% queue 0.0 0.0 TFLOP/s per process MFU 0.0%" in capsys.readouterr().out
     assert list(read_log(tmp_path / "log.csv")[0]) == list(trainlog.LOG_COLUMNS)  # the CSV keeps its columns
     assert trainlog.peak_flops(torch.device("cpu"), "bf16") is None
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda _d: "NVIDIA H100 PCIe")

@@ -88,6 +88,11 @@ class BatchStream:
     def __init__(self, dataset, params: Params, d: Dist, epoch: int = 0, index: int = 0):
         self.dataset, self.params, self.d = dataset, params, d
         self.epoch, self.index = epoch, index
+        self.loader = None  # made on the first iteration
+
+    def queue_depth(self) -> float:
+        """Batches the loader had ready when the loop asked, averaged since the last call (0 before it started)."""
+        return self.loader.stats(reset=True)["queue_depth"] if self.loader is not None else 0.0
 
     def state(self) -> dict:
         return {"epoch": self.epoch, "index": self.index, "world_size": self.d.world}
@@ -96,9 +101,9 @@ class BatchStream:
         from .data.loader import make_loader
 
         t = self.params.train
-        loader = make_loader(self.dataset, batch_size=t.batch_size, seed=self.params.seed, rank=self.d.rank,
-                             world_size=self.d.world, num_workers=t.num_workers, prefetch=t.prefetch,
-                             pin_memory=self.d.device.type == "cuda", drop_last=True)
+        loader = self.loader = make_loader(
+            self.dataset, batch_size=t.batch_size, seed=self.params.seed, rank=self.d.rank, world_size=self.d.world,
+            num_workers=t.num_workers, prefetch=t.prefetch, pin_memory=self.d.device.type == "cuda", drop_last=True)
         while True:
             # The loader counts this rank's samples; workers (persistent) survive from epoch to epoch.
             loader.sampler.set_epoch(self.epoch, self.index * t.batch_size)
@@ -340,7 +345,7 @@ def train(args: argparse.Namespace, params: Params, d: Dist, stop: StopFlag) -> 
         lr = train_step(run, batches, meter)
         logger.advance()
         if run.step % t.log_every == 0 or run.step == t.max_steps:
-            logger.log(meter.row(run.step, lr))
+            logger.log({**meter.row(run.step, lr), "queue_depth": run.stream.queue_depth()})
         stopping = stop.should_stop(d)
         if stopping or run.step % t.checkpoint_every == 0 or run.step == t.max_steps:
             save_checkpoint(run)

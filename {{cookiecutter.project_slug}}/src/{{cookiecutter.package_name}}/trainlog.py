@@ -19,7 +19,7 @@ from .config import Params
 from .distributed import Dist
 from .errors import ForgeError
 
-LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "samples_per_s", "data_wait")
+LOG_COLUMNS = ("step", "loss", "lr", "grad_norm", "samples_per_s", "data_wait", "queue_depth")
 
 # Dense bf16 peak of one GPU (TFLOP/s, vendor datasheets), for MFU; the first name found in the device's name wins.
 BF16_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100": 989.0, "H200": 989.0, "GH200": 989.0, "B200": 2250.0,
@@ -124,7 +124,8 @@ class Logger:
         with open(self.path, "a", newline="") as f:
             csv.DictWriter(f, LOG_COLUMNS, extrasaction="ignore").writerow(row)
         text = (f"step {row['step']} loss {row['loss']:.4g} lr {row['lr']:.3g} grad_norm {row['grad_norm']:.3g} "
-                f"{row['samples_per_s']:.1f} samples/s data_wait {100 * row['data_wait']:.0f}%")
+                f"{row['samples_per_s']:.1f} samples/s data_wait {100 * row['data_wait']:.0f}% "
+                f"queue {row.get('queue_depth', 0):.1f}")
         if "tflops" in row:
             text += f" {row['tflops']:.1f} TFLOP/s per process"
         if "mfu" in row:
