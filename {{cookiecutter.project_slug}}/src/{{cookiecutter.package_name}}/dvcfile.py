@@ -30,9 +30,13 @@ class Stage:
         return any(inside(path, out) for out in self.outs)
 
     def rules(self) -> list[str]:
-        """The Snakemake rules the stage's command may run (`--allowed-rules R1 R2 ...`, the last option)."""
+        """The Snakemake rules the stage's command may run (`--allowed-rules R1 R2 ...`, the last option); for a
+        command `<package> COMMAND ...` run without Snakemake, the rule of that name (which runs the same command)."""
         _, found, rest = self.cmd.partition("--allowed-rules")
-        return rest.split() if found else []
+        if found:
+            return rest.split()
+        words = self.cmd.split()
+        return [words[1]] if len(words) > 1 and words[0] == Path(__file__).resolve().parent.name else []
 
 
 def inside(path: str, prefix: str) -> bool:
