@@ -28,8 +28,9 @@ def fake_inputs(project: Path, *extra: str) -> None:
                "pkg = next(p.parent.name for p in __import__('pathlib').Path('src').glob('*/cli.py')); "
                "c = importlib.import_module(pkg + '.config'); s = importlib.import_module(pkg + '.data.shard'); "
                "print(len(s.plan_blocks(c.load_params('params.yaml'))))", cwd=project).stdout
-    paths = ["data/synthetic.zarr", *[f"data/shards/block_{i:04d}.zarr" for i in range(int(count))],
-             "data/stats.json", *extra]
+    paths = ["data/source.fingerprint.json", "data/synthetic.zarr",
+             *[f"data/shards/block_{i:04d}.zarr" for i in range(int(count))],
+             "data/stats.json", "data/climatology.zarr", "data/stations.csv", *extra]
     for age, rel in zip(range(len(paths), 0, -1), paths, strict=True):
         path = project / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ EXPECTED = {
 @pytest.mark.parametrize("site", ["derecho", "casper"])
 def test_qsub_lines_of_the_site_presets(pbs_sites, site, tmp_path):
     project = pbs_sites[site]
-    assert sorted(p.name for p in (project / "profiles").iterdir()) == ["default", "local", "pbs"]
+    assert sorted(p.name for p in (project / "profiles").iterdir()) == ["default", "local", "pbs", "slurm"]
     fake_inputs(project, "models/model.pt")
     # evaluate first: the failed (fake) train job's outputs are deleted by Snakemake
     (evaluate,) = submitted(project, "results/metrics.json", tmp_path, "--allowed-rules", "evaluate")

@@ -23,8 +23,9 @@ FAST_POLL = ("--slurm-init-seconds-before-status-checks", "2")  # the profile's 
 
 @pytest.fixture(scope="module")
 def slurm_run(local_slurm, small_project_factory, tmp_path_factory):  # noqa: F811
-    """One full `snakemake --profile slurm` of a small generic-slurm project; (project, snakemake's stderr)."""
-    project = small_project_factory("generic-slurm", partition="debug")
+    """One full `snakemake --profile slurm` of a small project baked with the default answers (site: local): every
+    bake has the Slurm profile, so moving to a cluster needs no re-bake; (project, snakemake's stderr)."""
+    project = small_project_factory("local")
     config_home = tmp_path_factory.mktemp("config-home")  # the user's ~/.config, for `profile install`
     package = next(p.parent.name for p in (project / "src").glob("*/cli.py"))
     sh("python", "-m", f"{package}.cli", "profile", "install", "slurm", cwd=project, XDG_CONFIG_HOME=str(config_home))
