@@ -370,6 +370,7 @@ def test_shard_memory_is_flat_in_the_block_size(tmp_path, monkeypatch, grid):
     write(nt)  # warm up: imports and caches are not what we measure
     small, big = _peak_bytes(lambda: write(3)), _peak_bytes(lambda: write(nt))
     assert big - small < 0.25 * (nt - 3) * step_bytes, (small, big, step_bytes)  # per extra step: < 1/4 step
-    assert big < (0.5 if not grid else 1.0) * nt * step_bytes, (big, step_bytes)  # never the block
+    # (no absolute bound: a process that ran other tests first holds unrelated buffers, and the difference above
+    # already fails when the block is read at once)
     out = xr.open_zarr(tmp_path / f"s{nt}.zarr", consolidated=False)["data"]
     assert out.sizes["time"] == nt and out.sizes["latitude"] == (17 if grid else nlat)
