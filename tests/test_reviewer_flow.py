@@ -59,6 +59,11 @@ def test_reviewer_flow(reproduced_project, tmp_path, artifacts):
     changed = sh("git", "status", "--porcelain", cwd=reviewer).stdout.split("\n")
     code = [line for line in changed if line.strip() and not re.search(r" (dvc\.lock|results/)", line)]
     assert not code, f"a rerun changed tracked files other than dvc.lock and results/: {code}"
+    # verify holds the rerun to account until it is committed (issue 11: uncommitted dvc.lock or results fail)
+    again = sh(CLI, "verify", "--no-dvc", cwd=reviewer, check=False)
+    assert again.returncode != 0 and "uncommitted changes" in again.stdout, again.stdout
+    sh("git", "add", "dvc.lock", "results", cwd=reviewer)
+    sh("git", "commit", "-qm", "Reviewer's rerun", cwd=reviewer)
     again = sh(CLI, "verify", "--no-dvc", cwd=reviewer, check=False)
     assert again.returncode == 0, again.stdout
 
