@@ -165,5 +165,5 @@ def test_moving_the_test_split_reruns_only_the_evaluation(good_run):
         status = json.loads(sh("dvc", "status", "--json", cwd=project).stdout)
     finally:
         (project / "params.yaml").write_text(good)
-    assert set(status) == {"fingerprint", "stations", "evaluate"}, status  # the synthetic stations sample the test split
+    assert set(status) == {"fingerprint", "stations", "evaluate"}, status  # synthetic stations sample the test split
     assert {"changed deps": {"params.yaml": {"data.splits.test": "modified"}}} in status["evaluate"]
