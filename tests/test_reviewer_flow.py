@@ -140,8 +140,13 @@ def test_two_experiments_land_at_their_own_refs(reproduced_project, tmp_path):
     assert low[1]["train"]["lr"] != high[1]["train"]["lr"]
     assert low[2] and high[2] and low[2] != high[2], "each experiment has its own metrics"
 
-    # an experiment brought into the workspace verifies: its stamp names this commit's code and its params
+    # an experiment brought into the workspace and kept (apply + commit) verifies: its stamp names this commit's
+    # code and its params; before the commit verify refuses the uncommitted dvc.lock and results
     sh("dvc", "exp", "apply", "lr-high", cwd=copy)
+    verified = sh(CLI, "verify", "--no-dvc", cwd=copy, check=False)
+    assert verified.returncode != 0 and "uncommitted changes" in verified.stdout, verified.stdout
+    sh("git", "add", "-A", cwd=copy)
+    sh("git", "commit", "-qm", "Keep lr-high", cwd=copy)
     verified = sh(CLI, "verify", "--no-dvc", cwd=copy, check=False)
     assert verified.returncode == 0, verified.stdout
 
