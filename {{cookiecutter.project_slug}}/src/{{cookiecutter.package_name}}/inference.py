@@ -238,14 +238,14 @@ def rollout(
     z = torch.as_tensor(
         np.asarray(normalizer.normalize(np.asarray(x0, dtype=np.float32)), dtype=np.float32), device=device
     )
-    with torch.no_grad():
-        for step in range(1, n_steps + 1):
-            input_times = init_times + (step - 1) * lead_hours * HOUR
-            forcing = torch.as_tensor(
-                forcing_fields(input_times, latitude, longitude), dtype=torch.float32, device=device
-            )
+    for step in range(1, n_steps + 1):
+        input_times = init_times + (step - 1) * lead_hours * HOUR
+        forcing = torch.as_tensor(forcing_fields(input_times, latitude, longitude), dtype=torch.float32, device=device)
+        # no_grad around the step only, never across the yield: grad mode is thread state, and a generator suspended
+        # inside no_grad (several ensemble members' rollouts interleave) would leave it switched off for the caller
+        with torch.no_grad():
             z = torch.cat([rollout_step(model, z[i : i + 1], forcing[i : i + 1], scale) for i in range(len(z))])
-            yield np.asarray(normalizer.denormalize(z.detach().cpu().numpy()), dtype=np.float32)
+        yield np.asarray(normalizer.denormalize(z.detach().cpu().numpy()), dtype=np.float32)
 
 
 def model_forecaster(model, normalizer, lead_hours: int, latitude, longitude) -> Callable:
