@@ -43,7 +43,10 @@ def rule_outputs(project: Path) -> dict[str, str]:
 
 
 def allowed_rules(cmd: str) -> list[str]:
-    return cmd.split("--allowed-rules", 1)[1].split()
+    """The rules a stage runs: `--allowed-rules R ...`, or for `<package> COMMAND ...` the rule of that name."""
+    if "--allowed-rules" in cmd:
+        return cmd.split("--allowed-rules", 1)[1].split()
+    return [cmd.split()[1]]
 
 
 def test_every_dvc_out_is_made_by_the_stage_rules(project_root):

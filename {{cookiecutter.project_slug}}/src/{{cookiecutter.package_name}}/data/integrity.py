@@ -43,7 +43,7 @@ def new_hasher():
 def file_digest(path: Path) -> str:
     hasher = new_hasher()
     with open(path, "rb", buffering=0) as f:
-        buf = bytearray(BLOCK)
+        buf = bytearray(max(1, min(BLOCK, os.fstat(f.fileno()).st_size)))  # a chunk's size, not 8 MiB, per file
         view = memoryview(buf)
         while n := f.readinto(buf):
             hasher.update(view[:n])
