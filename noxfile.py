@@ -73,8 +73,9 @@ def test_env(session: nox.Session) -> Path:
     # tests run on CPUs. If that index is out of reach, the lock install below takes torch from PyPI.
     lock = (ROOT / TEST_ENV_INPUTS[2]).read_text()
     torch_pin = next(line.strip() for line in lock.splitlines() if line.startswith("torch=="))
-    session.run(str(python), "-m", "pip", "install", "-q", torch_pin, "--index-url", CPU_TORCH_INDEX,
-                success_codes=[0, 1])
+    # One quick try (no retries): where the index is out of reach (a registry-only CI) it costs seconds, not minutes.
+    session.run(str(python), "-m", "pip", "install", "-q", "--retries", "0", "--timeout", "10", torch_pin,
+                "--index-url", CPU_TORCH_INDEX, success_codes=[0, 1])
     deps = Path(tempfile.mkdtemp(prefix="forge-deps-"))
     bin_dir = str(TEST_ENV / "bin")
     session.run(f"{bin_dir}/cookiecutter", str(ROOT), "--no-input", "-f", "-o", str(deps), env=ENV)

@@ -212,12 +212,20 @@ def test_evaluate_cli_end_to_end(pkg_name, tiny, mods, shards, tmp_path, monkeyp
     assert "params_sha256" in stamp and set(stamp["inputs"]) == {str(files["model"]), str(shards), str(files["stats"]),
                                                                  "data/climatology.zarr"}  # the default store
     evaluation = json.loads((out / "evaluation.json").read_text())
+    per_init = importlib.import_module(f"{pkg_name}.per_init").read(out / "scores" / "per_init.nc", "per_init")
+    assert per_init["mse"].shape == (3, 14, 4, 3) and per_init.lead_hours.values.tolist() == [6, 12, 18, 24]
+    assert per_init.channel.values.tolist() == tiny.CHANNELS and per_init.init_time.dtype.kind == "M"
+    assert str(per_init.init_time.values[0])[:16] == evaluation["init_times"][0]
+    for lead in ("6h", "24h"):  # the per-initial-time MSE's time mean is the headline RMSE
+        mse = per_init["mse"].sel(forecast="model", lead_hours=int(lead[:-1]), channel="geopotential_500")
+        assert float(np.sqrt(mse.astype(np.float64).mean())) == pytest.approx(rmse["model"][lead], rel=1e-5)
     assert evaluation["model_provenance"]["commit"].startswith("feedc0de")
     assert evaluation["climatology"] == {"climatology": "computed", "train": list(TRAIN), "window_days": 15,
                                          "window_shape": "triangular"}  # what the store was made from
     # identical rerun -> byte-identical metrics files
     assert mods["evaluate"].main([*argv, "--out", "results2"]) == 0
-    for name in ("metrics.json", "per_lead.csv", "plots/rmse_geopotential_500.csv", "evaluation.json"):
+    for name in ("metrics.json", "per_lead.csv", "plots/rmse_geopotential_500.csv", "evaluation.json",
+                 "scores/per_init.nc"):
         assert (out / name).read_bytes() == (tmp_path / "results2" / name).read_bytes(), name
     # and the report step builds from it
     report = importlib.import_module(f"{pkg_name}.report")

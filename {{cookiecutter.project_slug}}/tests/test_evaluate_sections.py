@@ -122,7 +122,7 @@ def test_every_section_is_present_when_enabled(full_run):
     metrics = _metrics(out)
     assert set(SECTIONS) <= set(metrics)
     assert sorted(p.name for p in (out / "scores").iterdir()) == [
-        "ensemble.csv", "rank_histogram.csv", "regions.csv", "spectra.csv", "stations.csv"]  # fmt: skip
+        "ensemble.csv", "per_init.nc", "rank_histogram.csv", "regions.csv", "spectra.csv", "stations.csv"]  # fmt: skip
     regions = metrics["regions"]
     assert {"global", "global_land", "global_sea", "europe_land", "arctic_sea"} <= set(regions)
     evaluation = json.loads((out / "evaluation.json").read_text())
@@ -148,7 +148,7 @@ def test_sections_are_absent_when_disabled(pkg_name, tiny, tiny_shards, mod, tmp
     assert mod("report").main(["--results", "results"]) == 0
     metrics = _metrics(tmp_path / "results")
     assert not set(SECTIONS) & set(metrics)
-    assert list((tmp_path / "results" / "scores").iterdir()) == []
+    assert [p.name for p in (tmp_path / "results" / "scores").iterdir()] == ["per_init.nc"]  # always written
     page = (tmp_path / "results" / "report.html").read_text()
     for section in ("regions", "spectra", "ensemble", "stations", "significance-legend"):
         assert f'id="{section}"' not in page, section

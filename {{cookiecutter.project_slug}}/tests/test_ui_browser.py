@@ -187,12 +187,17 @@ def test_queue_two_experiments_run_them_and_compare(pkg_name, tiny_project, brow
                     "both experiments on the Compare page", lambda: app.proc.poll() is None)
         headers = [th.text for th in browser.find_elements("css selector", "#compare-table th.param")]
         assert headers == ["model.width", "train.lr"]  # only what differs
+        def cells(name: str) -> dict[str, str]:  # textContent, in one go: a cell scrolled out of view has no .text
+            return browser.execute_script(
+                "const r = document.querySelector(`tr[data-run='${arguments[0]}']`); return r && Object.fromEntries("
+                "[...r.querySelectorAll('td[data-key], td.score')].map(c => [c.dataset.key || c.dataset.channel,"
+                " c.textContent.trim()]));", name)
+
         for name, lr, width in ((names[0], "0.001", "12"), (names[1], "0.003", "16")):
-            row = browser.find_element("css selector", f'tr[data-run="{name}"]')
-            assert row.find_element("css selector", 'td[data-key="train.lr"]').text == lr
-            assert row.find_element("css selector", 'td[data-key="model.width"]').text == width
-            rmse = row.find_element("css selector", 'td.score[data-channel="geopotential_500"]').text
-            assert float(rmse) > 0, rmse
+            row = ui.wait_for(lambda n=name, w=width: (cells(n) or {}).get("model.width") == w and cells(n), 30,
+                              f"{name}'s params on the Compare page")
+            assert (row["train.lr"], row["model.width"]) == (lr, width), row
+            assert float(row["geopotential_500"]) > 0, row
         traces = ui.wait_for(lambda: browser.execute_script(
             "const c = document.getElementById('chart-rmse-0'); return c && c.data ? c.data.map(t => t.name) : null;"),
             30, "the RMSE chart")
@@ -237,11 +242,15 @@ def keep_an_experiment(browser, project: Path, name: str) -> None:
 
 def pipeline_and_provenance(browser, app, project: Path) -> None:
     browser.get(app.base + "/pipeline")
+    stage_count = len(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])  # the fingerprint stage too
     ui.wait_for(lambda: [b.text for b in browser.find_elements("css selector", "table.stages .badge")]
-                == ["up to date"] * 4, 120, "every stage up to date after the apply", every=1)
+                == ["up to date"] * stage_count, 120, "every stage up to date after the apply", every=1)
     browser.get(app.base + "/provenance")
     head = ui.sh(project, "git", "rev-parse", "HEAD").strip()
     assert browser.find_element("id", "commit").text == head
-    verdict = ui.wait_for(lambda: browser.find_elements("id", "verdict"), 180, "the verify verdict", every=1)
+    try:
+        verdict = ui.wait_for(lambda: browser.find_elements("id", "verdict"), 180, "the verify verdict", every=1)
+    except pytest.fail.Exception:
+        pytest.fail("no verify verdict within 180 s; the page says:\n" + browser.find_element("tag name", "main").text)
     assert verdict[0].text.startswith("PASS: all "), verdict[0].text  # the applied experiment reproduces
     browser.save_screenshot(str(ui.artifacts() / "ui-provenance.png"))

@@ -225,3 +225,40 @@ def test_pipeline_says_which_param_changed(ui, tmp_path):
     assert stages["train"].state == "changed"
     assert stages["train"].reasons == ["param train.lr: 0.002 -> 0.001", "code src/a/train.py: modified"]
     assert {s.state for s in pipeline.annotated(tmp_path, None)} == {"checking", "never run"}
+
+
+def test_pipeline_sees_a_changed_source_and_the_fingerprint_stage_as_up_to_date(ui, pkg_name, raw, tmp_path):
+    """Real DVC: the fingerprint stage (always_changed) alone is not "changed"; a file of a local data.source
+    rewritten outside the repository (where `dvc status` cannot look) makes the shards stale, with that reason."""
+    import subprocess
+
+    pipeline = importlib.import_module(f"{pkg_name}.ui.pipeline")
+    params = {**raw, "data": {**raw["data"], "source": "store", "variables": ["geopotential"]}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "z.nc").write_bytes(b"first")
+    copy = "import shutil; shutil.copy('data/source.fingerprint.json', 'shards.json')"
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "fingerprint": {"cmd": f"{sys.executable} -m {pkg_name}.cli fingerprint", "always_changed": True,
+                        "outs": [{"data/source.fingerprint.json": {"cache": False, "persist": True}}]},
+        "shards": {"cmd": f'{sys.executable} -c "{copy}"', "deps": ["data/source.fingerprint.json"],
+                   "outs": ["shards.json"]}}}))
+    env = ui.commands.environment()
+    for argv in (["dvc", "init", "--no-scm", "-q"], ["dvc", "repro"]):
+        subprocess.run([sys.executable, "-m", *argv], cwd=tmp_path, env=env, check=True, capture_output=True)
+
+    stages = {s.name: s for s in pipeline.annotated(tmp_path, pipeline.status(tmp_path))}
+    assert {n: s.state for n, s in stages.items()} == {"fingerprint": "up to date", "shards": "up to date"}
+    assert stages["fingerprint"].reasons == ["runs on every `dvc repro`, data.source unchanged (checked just now)"]
+
+    (tmp_path / "store" / "z.nc").write_bytes(b"second, longer")  # the archive changed; nothing in the repo did
+    stages = {s.name: s for s in pipeline.annotated(tmp_path, pipeline.status(tmp_path))}
+    assert stages["shards"].state == "changed"
+    assert stages["shards"].reasons == ["data.source changed (data/source.fingerprint.json: modified)"]
+
+    (tmp_path / "store" / "z.nc").unlink()
+    (tmp_path / "store").rmdir()
+    stages = {s.name: s for s in pipeline.annotated(tmp_path, pipeline.status(tmp_path))}
+    assert stages["fingerprint"].state == "changed"
+    assert any("data.source cannot be fingerprinted: params.yaml: data.source 'store' (resolved to" in r
+               for r in stages["fingerprint"].reasons), stages["fingerprint"].reasons

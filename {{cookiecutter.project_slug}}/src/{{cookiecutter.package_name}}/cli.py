@@ -1,7 +1,7 @@
 """One command, a subcommand per pipeline step.
 
-    <package> preflight | fingerprint | synthesize | shard | stats | climatology | train | evaluate | report | verify
-              | deps ...
+    <package> preflight | fingerprint | synthesize | shard | stats | climatology | train | evaluate | report | compare
+              | verify | deps ...
 
 Each subcommand is the `main(argv)` of the module that owns the step, so `python -m <package>.cli train --help`
 and `python -m <package>.train --help` say the same thing. Modules are imported only when their step runs,
@@ -29,7 +29,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": (".evaluate", "roll out on the test split and score against persistence and climatology"),
     "forecast": (".forecast", "write a forecast file in WeatherBench2 layout"),
     "report": (".report", "build the self-contained HTML report"),
+    "compare": (".compare", "score differences of two experiments with block-bootstrap intervals"),
     "stations": (".stations", "sample a synthetic weather-station CSV from the shards (for the demo)"),
+    "status": (".status", "`dvc status` after refreshing data.source's fingerprint (DVC cannot look at the source)"),
     "verify": (".verify", "check that outputs match dvc.lock and this commit"),
     "profile": (".profiles", "install the cluster profile so `snakemake --profile NAME` works"),
     "check-params": (".config", "validate params.yaml and print the resolved values"),

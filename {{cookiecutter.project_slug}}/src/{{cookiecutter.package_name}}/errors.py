@@ -44,3 +44,8 @@ class DirtyCodeError(ForgeError, RuntimeError):
 class IntegrityError(ForgeError, ValueError):
     """A file a run reads back (stats.json, a checkpoint, models/model.pt) does not match the checksum written with
     it, or cannot be parsed: the message names the file and how to get a good copy back."""
+
+
+class ComparisonError(ForgeError, ValueError):
+    """`compare` cannot pair two experiments (unknown revision, no per-initial-time scores, nothing in common): the
+    message names both and the fix."""

@@ -16,8 +16,8 @@ zonal energy spectra, paired block-bootstrap significance of model - baseline, a
 rank histograms; evaluate.ensemble.members > 1), scores at weather stations (evaluate.stations.file), and maps of
 the mean error. Memory is bounded by a batch of initial times (evaluate.batch_size) whatever their number.
 
-Outputs in --out: the results files (results.py: metrics.json, per_lead.csv, plots/, maps/, scores/,
-evaluation.json), and
+Outputs in --out: the results files (results.py: metrics.json, per_lead.csv, plots/, maps/, scores/ with
+scores/per_init.nc, the global scores of every initial time for `<package> compare`, evaluation.json), and
   wb2/                  forecast.zarr, truth.zarr, climatology.zarr in WB2 layout with CF attributes, zarr
                         format 2 (export.py): exactly the states scored; empty when evaluate.export_forecast is false
   provenance.json       commit, dirty flag, params hash, input hashes (incl. station / mask / member files),
@@ -143,6 +143,7 @@ def score(
         maps=maps,
         map_init=str(inits[0].astype("datetime64[m]")),
         per_step=per,
+        init_times=np.asarray(inits),
         sections={scorer.name: scorer.result() for scorer in scorers},
     )
 

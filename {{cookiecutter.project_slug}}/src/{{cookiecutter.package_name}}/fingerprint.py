@@ -63,10 +63,11 @@ def _local_files(path: str) -> tuple[str, list[tuple[str, os.stat_result]]]:
     return base, [(f, os.stat(f)) for f in sorted(glob.glob(path)) if os.path.isfile(f)]
 
 
-def _local(path: str) -> dict:
+def _local(path: str, given: str) -> dict:
     base, files = _local_files(path)
     if not files:
-        raise DataError(f"params.yaml: data.source {path!r}: no such file, folder or glob match. "
+        where = "" if path == given else f" (resolved to {path})"
+        raise DataError(f"params.yaml: data.source {given!r}{where}: no such file, folder or glob match. "
                         "Fix: set data.source to an existing zarr store, netCDF file or glob (or 'synthetic').")
     entries, metadata = [], {}
     for name, st in files:
@@ -125,17 +126,36 @@ def compute(source: str | list[str], root: Path | str = ".") -> dict:
     if source == "synthetic":
         found = {"kind": "synthetic", "sha256": _sha256("synthetic")}
     elif remote.protocol(source) in (None, "file", "local"):
-        found = _local(os.path.join(root, source.split("://", 1)[-1]))
+        found = _local(os.path.join(root, source.split("://", 1)[-1]), source)
     else:
         found = _remote(source)
     return {"source": source, **found}
 
 
-__all__ = ["FINGERPRINT", "compute", "read", "write"]
+__all__ = ["FINGERPRINT", "compute", "read", "refresh", "write"]
 
 
-def write(found: dict, out: Path | str = FINGERPRINT) -> None:
-    atomic_write_text(out, json.dumps(found, indent=1, sort_keys=True) + "\n")
+def write(found: dict, out: Path | str = FINGERPRINT) -> bool:
+    """Write the fingerprint unless the file already holds these bytes (then it is left alone, its mtime too, so
+    DVC need not rehash it). True when the file was written."""
+    text = json.dumps(found, indent=1, sort_keys=True) + "\n"
+    try:
+        if Path(out).read_text() == text:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    atomic_write_text(out, text)
+    return True
+
+
+def refresh(root: Path | str = ".") -> bool:
+    """Bring the project's data/source.fingerprint.json up to date with data.source now (what the `fingerprint`
+    stage does first on every `dvc repro`), so that `dvc status` afterwards sees a changed source as a changed
+    dependency of the shards. True when the source changed since the file was written."""
+    from .config import load_params
+
+    root = Path(root)
+    return write(compute(load_params(root / "params.yaml").data.source, root), root / FINGERPRINT)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=FINGERPRINT, help=f"JSON file to write (default: {FINGERPRINT})")
     args = p.parse_args(argv)
     found = compute(load_params(args.params).data.source)
-    write(found, args.out)
-    print(f"{args.out}: {found['kind']} source {found['source']!r}, sha256 {found['sha256'][:12]}", file=sys.stderr)
+    changed = write(found, args.out)
+    print(f"{args.out}: {found['kind']} source {found['source']!r}, sha256 {found['sha256'][:12]}"
+          f" ({'changed' if changed else 'unchanged'})", file=sys.stderr)
     return 0

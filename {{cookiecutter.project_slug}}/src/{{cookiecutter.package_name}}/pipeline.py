@@ -30,7 +30,7 @@ CLI = f"python3 -m {PACKAGE}.cli"
 class Plan:
     params: Params
     blocks: list[str]  # shard numbers, "0000", "0001", ...
-    source_digest: str  # sha256 of the source fingerprint ("" in job processes, which do not compute it)
+    source_digest: str  # sha256 of the source fingerprint (job processes read the one the fingerprint rule wrote)
 
     @property
     def synthetic(self) -> bool:
@@ -74,10 +74,11 @@ def plan(params_file: str, main_process: bool) -> Plan:
 
     try:
         params = load_params(params_file)
-        digest = ""
         if main_process:
             preflight.check(params, params_file)
             digest = fingerprint.compute(params.data.source)["sha256"]
+        else:  # a cluster job: the digest the fingerprint rule wrote, so that its params look unchanged there too
+            digest = (fingerprint.read() or {}).get("sha256", "")
         blocks = [f"{i:04d}" for i in range(len(plan_blocks(params)))]
     except ForgeError as exc:
         raise SystemExit(f"error: {exc}") from None

@@ -10,6 +10,8 @@
   maps/bias_<ch>.png    time-mean error (model - truth) over all initial times at the map leads
   scores/*.csv          the optional evaluations (regions, spectra, ensemble, stations) at every lead; their
                         metrics.json sections (and significance's) are described in sections.py
+  scores/per_init.nc    mse / acc / bias (forecast, init_time, lead_hours, channel): the global scores of every
+                        initial time, float32 netCDF3, for significance between experiments (per_init.py, compare.py)
   evaluation.json       what was evaluated (channels and their units, leads, initial times, the options that ran,
                         the model's own provenance) for the report
 
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import figures, sections, units
+from . import figures, per_init, sections, units
 from .fileio import atomic_path, atomic_write_text
 from .tables import FORECASTS, csv_text, rounded
 from .tables import fmt as _fmt
@@ -49,6 +51,7 @@ class Scores:
     map_init: str = ""
     # per_step[mse|acc|bias][forecast]: (initial time, lead, channel) spatial means (for the significance)
     per_step: dict | None = None
+    init_times: np.ndarray | None = None  # (initial time,) datetime64: the first axis of per_step
     # the optional evaluations that ran (extras.py): section name -> its scorer's result (scorers.py)
     sections: dict = field(default_factory=dict)
 
@@ -143,6 +146,9 @@ def write_results(
             for name in ("rmse", "acc"):
                 (tmp / f"{name}_{ch}.csv").write_text(curve_csv(scores, name, ch))
     score_files = sections.write_score_files(out / "scores", scores.sections, scores.channels, scores.leads_hours)
+    if scores.per_step is not None and scores.init_times is not None:
+        per_init.write(out / per_init.FILE, per_init.dataset(scores.per_step, scores.init_times, scores.leads_hours,
+                                                             scores.channels))  # fmt: skip
     map_files, bias_files = write_maps(out, scores, latitude, longitude)
     summary = {
         "channels": scores.channels,

@@ -27,6 +27,7 @@ from .jobs import Jobs
 from .security import Guard, csrf_token
 
 HERE = Path(__file__).parent
+MAX_MEMOS = 8  # selections whose significance tables are kept
 HEADERS = {
     # plotly.js styles its charts inline; no inline script anywhere
     "content-security-policy": "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
@@ -70,6 +71,7 @@ class Project:
         self.verify = Background(self._verify, self._verify_fingerprint)
         self.jobs = Jobs(root)
         self.files = experiments.GitFiles(root)
+        self._differences: dict[tuple, Background] = {}  # by selection: newest last, at most MAX_MEMOS
 
     def _verify(self) -> dict:
         from ..verify import verify
@@ -96,6 +98,18 @@ class Project:
             if r.id == run_id or (r.rev == run_id and run_id):
                 return r
         raise ForgeError(f"no run {run_id!r} in `dvc exp show` (it may have been removed). Fix: reload the page.")
+
+    def differences(self, selected: list[experiments.Run], channels: list[str], wait: float = 20.0):
+        """The significance of each selected run against the first (experiments.differences), in the background:
+        a commit's scores never change, the workspace's are watched by their file's stats."""
+        key = (tuple((r.id, r.rev) for r in selected), tuple(channels))
+        task = self._differences.pop(key, None) or Background(
+            lambda: experiments.differences(self.root, self.files, selected, channels),
+            lambda: experiments.file_stats([self.root / experiments.PER_INIT]))
+        self._differences[key] = task
+        while len(self._differences) > MAX_MEMOS:
+            self._differences.pop(next(iter(self._differences)))
+        return task.get(wait)
 
     def git_state(self) -> dict:
         return prov.git_state(self.root)

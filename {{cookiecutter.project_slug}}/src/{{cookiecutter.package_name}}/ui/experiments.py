@@ -23,6 +23,7 @@ from .commands import dvc, run
 METRICS = "results/metrics.json"
 REPORT = "results/report.html"
 CURVE = "results/plots/{metric}_{channel}.csv"
+PER_INIT = "results/scores/per_init.nc"
 ACTIVE = ("queued", "running")
 
 
@@ -234,23 +235,45 @@ def curves(files: GitFiles, runs: list[Run], channels: list[str]) -> dict[str, d
     return out
 
 
-def report_path(root: Path, files: GitFiles, run_: Run) -> Path | None:
-    """The run's report.html: the workspace's file, or the DVC-cache object dvc.lock names at the run's commit."""
-    if run_.rev == "workspace":
-        path = root / REPORT
-        return path if path.is_file() else None
-    lock = files.read([(run_.rev, "dvc.lock")])[(run_.rev, "dvc.lock")]
+def _out_md5(files: GitFiles, rev: str, out_path: str) -> str | None:
+    """The md5 dvc.lock records at `rev` for the output `out_path` (a directory's ends in .dir)."""
+    lock = files.read([(rev, "dvc.lock")])[(rev, "dvc.lock")]
     if not lock:
         return None
     md5 = None
     for stage in (yaml.safe_load(lock) or {}).get("stages", {}).values():
         for out in stage.get("outs") or []:
-            if out.get("path") == REPORT:
+            if out.get("path") == out_path:
                 md5 = out.get("md5")
-    if not md5:
+    return md5
+
+
+def _cached(root: Path, md5: str | None) -> Path | None:
+    path = cache_dir(root) / "files" / "md5" / md5[:2] / md5[2:] if md5 else None
+    return path if path is not None and path.is_file() else None
+
+
+def report_path(root: Path, files: GitFiles, run_: Run) -> Path | None:
+    """The run's report.html: the workspace's file, or the DVC-cache object dvc.lock names at the run's commit."""
+    if run_.rev == "workspace":
+        path = root / REPORT
+        return path if path.is_file() else None
+    return _cached(root, _out_md5(files, run_.rev, REPORT))
+
+
+def per_init_path(root: Path, files: GitFiles, run_: Run) -> Path | None:
+    """The run's results/scores/per_init.nc: the workspace's file, or its DVC-cache object, found in the manifest
+    of the results/scores directory that dvc.lock names at the run's commit. None for a run evaluated before the
+    file existed (or whose outputs are not in the cache)."""
+    if run_.rev == "workspace":
+        path = root / PER_INIT
+        return path if path.is_file() else None
+    folder, name = PER_INIT.rsplit("/", 1)
+    manifest = _cached(root, _out_md5(files, run_.rev, folder))
+    if manifest is None:
         return None
-    path = cache_dir(root) / "files" / "md5" / md5[:2] / md5[2:]
-    return path if path.is_file() else None
+    entries = json.loads(manifest.read_text())
+    return _cached(root, next((e.get("md5") for e in entries if e.get("relpath") == name), None))
 
 
 def cache_dir(root: Path) -> Path:
@@ -264,3 +287,41 @@ def cache_dir(root: Path) -> Path:
     custom = parser.get("cache", "dir", fallback=None)
     return (root / ".dvc" / custom).resolve() if custom else root / ".dvc" / "cache"
 
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# significance against a reference run
+
+
+NO_SCORES = "no per-initial-time scores"
+
+
+def differences(root: Path, files: GitFiles, runs: list[Run], channels: list[str]) -> dict[str, Any]:
+    """RMSE of each other finished run - the first run (the reference) at the reference's key leads, with paired
+    block-bootstrap intervals over their common initial times (compare.compare, the reference's
+    evaluate.significance): {run id: [compare.Row of RMSE] or a message saying why there is none}."""
+    from .. import compare, per_init
+    from ..errors import ForgeError
+    from .params_file import with_changes
+
+    ref, others = runs[0], [r for r in runs[1:] if r.finished]
+    paths = {r.id: per_init_path(root, files, r) for r in [ref, *others]}
+    if paths[ref.id] is None:
+        return {r.id: f"{NO_SCORES} for the reference {ref.id}" for r in others}
+    settings = compare.Settings.from_params(with_changes({}, ref.params))  # flat keys -> tree
+    base = per_init.read(paths[ref.id], f"{ref.id}: {PER_INIT}")
+    out: dict[str, Any] = {}
+    for r in others:
+        if paths[r.id] is None:
+            out[r.id] = NO_SCORES
+            continue
+        try:
+            other = per_init.read(paths[r.id], f"{r.id}: {PER_INIT}")
+            leads = [h for h in settings.leads_hours if h in base.lead_hours.values and h in other.lead_hours.values]
+            chosen = [c for c in channels if c in base.channel.values and c in other.channel.values]
+            result = compare.compare(other, base, settings, (r.id, ref.id), leads, chosen)
+        except ForgeError as exc:
+            out[r.id] = str(exc)
+            continue
+        out[r.id] = [row for row in result.rows if row.score == "rmse"]
+    return out

@@ -55,6 +55,11 @@ def _alive(pid: int, argv: list[str]) -> bool:
         os.kill(pid, 0)
     except (ProcessLookupError, PermissionError):
         return False
+    try:  # exited but not yet waited for: the reaper is about to write its exit code, so it still counts as running
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return True
+    except (OSError, IndexError):
+        pass
     cmdline = Path(f"/proc/{pid}/cmdline")
     if cmdline.exists():
         try:

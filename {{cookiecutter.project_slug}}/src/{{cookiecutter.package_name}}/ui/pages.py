@@ -109,15 +109,18 @@ def compare(request: Request) -> Response:
     runs, snap = project.runs()
     if not snap.ready:
         return render(request, "compare.html", snap=snap, runs=[], selected=[], keys=[], channels=[], leads=[],
-                      lead=None, chart={})
+                      lead=None, chart={}, reference=None, significance=None)
     selected = _selected(request, runs)
     channels, leads = experiments.headline(runs)
     lead = request.query_params.get("lead") or (leads[-1] if leads else None)
     chart = {"curves": experiments.curves(project.files, selected, channels), "channels": channels,
              "runs": [r.id for r in selected]}
+    finished = [r for r in selected if r.finished]
+    significance = project.differences(finished, channels) if len(finished) > 1 else None
     return render(request, "compare.html", snap=snap, runs=runs, selected={r.id for r in selected},
                   keys=experiments.differing(runs), channels=channels, leads=leads, lead=lead,
-                  chart=chart, score=experiments.score, text_of=text_of)
+                  chart=chart, score=experiments.score, text_of=text_of,
+                  reference=finished[0] if significance else None, significance=significance)
 
 
 def provenance_page(request: Request) -> Response:

@@ -2,6 +2,9 @@
 
 The state is `dvc status --json`; where it only says "params.yaml: train modified" (a stage declares whole
 sections), the changed keys are found by comparing the values dvc.lock recorded with params.yaml now.
+data.source lies outside the repository, where `dvc status` cannot look: its fingerprint is refreshed first (as
+the `fingerprint` stage does on every `dvc repro`), so a changed source shows as the reason the shards are stale.
+A stage that is `always_changed` (the fingerprint stage) and has no other change counts as up to date.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from typing import Any
 
 import yaml
 
-from ..provenance import param_differences
+from .. import fingerprint as source_fingerprint
+from ..errors import ForgeError
+from ..provenance import SOURCE_FINGERPRINT, param_differences
 from .commands import dvc, run
 from .schema import lookup, text_of
 
@@ -59,9 +64,23 @@ def stages(root: Path) -> list[Stage]:
     return out
 
 
+ALWAYS = "always changed"
+
+
 def status(root: Path) -> dict:
-    """`dvc status --json`: {stage: [changes]} for the stages that are not up to date."""
-    return json.loads(run(dvc("status", "--json"), root, timeout=600) or "{}")
+    """`dvc status --json` after refreshing the source's fingerprint: {stage: [changes]} for the stages that are
+    not up to date. A source that cannot be fingerprinted (moved, offline) is a change of the fingerprint stage."""
+    try:
+        source_fingerprint.refresh(root)
+        problem = None
+    except (ForgeError, OSError, ValueError) as exc:
+        problem = f"data.source cannot be fingerprinted: {exc}"
+    changes = json.loads(run(dvc("status", "--json"), root, timeout=600) or "{}")
+    if problem:
+        for stage in stages(root):
+            if SOURCE_FINGERPRINT in stage.outs:
+                changes.setdefault(stage.name, []).append(problem)
+    return changes
 
 
 def _param_reasons(root: Path, stage: str) -> list[str]:
@@ -87,6 +106,8 @@ def _reasons(root: Path, stage: str, changes: list) -> list[str]:
             for path, how in (items or {}).items():
                 if path == "params.yaml" and isinstance(how, dict):
                     out.extend(_param_reasons(root, stage) or [f"params {', '.join(how)} {what}"])
+                elif path == SOURCE_FINGERPRINT:
+                    out.append(f"data.source changed ({path}: {how})")
                 else:
                     label = "code" if path.endswith((".py", ".smk")) or path.startswith("src/") else what[:-1]
                     out.append(f"{label} {path}: {how}")
@@ -101,6 +122,10 @@ def annotated(root: Path, changes: dict | None) -> list[Stage]:
             stage.state, stage.reasons = "never run", ["not in dvc.lock yet"]
         elif changes is None:
             stage.state = "checking"
+        elif changes.get(stage.name) == [ALWAYS]:
+            stage.state = "up to date"
+            stage.reasons = ["runs on every `dvc repro`" + (", data.source unchanged (checked just now)"
+                                                           if SOURCE_FINGERPRINT in stage.outs else "")]
         elif stage.name in changes:
             stage.state, stage.reasons = "changed", _reasons(root, stage.name, changes[stage.name])
         else:
