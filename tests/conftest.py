@@ -112,7 +112,8 @@ def read(path: Path) -> str:
 # are lost on pytest 9.2 (pytest-xdist#1386). The collection check below keeps these tables true.
 SHARED_FIXTURES = {"reproduced_project": "e2e", "matrix_bakes": "bake-matrix"}
 GROUP_OF_FILE = {"tests/test_e2e.py": "e2e", "tests/test_reviewer_flow.py": "e2e"}
-GROUP_OF_TEST = {"test_bake_renders_completely": "bake-matrix", "test_bake_passes_its_own_lint": "bake-matrix"}
+GROUP_OF_TEST = {"test_bake_renders_completely": "bake-matrix", "test_bake_passes_its_own_lint": "bake-matrix",
+                 "test_answers_change_only_the_rendered_files": "bake-matrix"}
 
 
 def xdist_unit(nodeid: str) -> str:
@@ -135,7 +136,13 @@ def pytest_xdist_make_scheduler(config, log):
     return SharedFixtureScheduling(config, log)
 
 
+# The longest units (minutes each) start first, one per worker; the short ones then fill in around them.
+LONGEST_FIRST = ("e2e", "tests/test_bake.py::test_default_bake_passes_its_whole_test_suite")
+
+
 def pytest_collection_modifyitems(config, items):
+    rank = {unit: i for i, unit in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(xdist_unit(item.nodeid), len(rank)))  # stable: the rest keep their order
     for item in items:
         for fixture, group in SHARED_FIXTURES.items():
             if fixture in getattr(item, "fixturenames", ()) and xdist_unit(item.nodeid) != group:

@@ -138,13 +138,47 @@ def test_covering_set_covers_every_answer():
     assert len(combos) == max(len(v) for v in CHOICES.values()) - 1
 
 
+# An answer changes only these files of a bake (Python code and tests are copied unrendered), which
+# test_answers_change_only_the_rendered_files keeps true; profiles/ is a folder.
+RENDERED_BY_ANSWERS = {"LICENSE", "README.md", "params.yaml", "pyproject.toml", ".cruft.json", ".dvc/config",
+                       "profiles/"}
+# The generated tests that read those files of the project itself: through the project_root fixture, or a profile.
+READS_THE_PROJECT = re.compile(r"project_root|PROJECT_ROOT|profiles/")
+
+
+def project_file_names(project: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(project)): p.read_bytes() for p in project.rglob("*")
+            if p.is_file() and not {".git", "__pycache__"} & set(p.relative_to(project).parts)}
+
+
+def test_answers_change_only_the_rendered_files(matrix_bakes):
+    """Every other file is the same in every bake, so the tests that do not read these files need to run on one
+    bake only (the default bake's whole suite), and the other bakes run only the tests that do."""
+    default = project_file_names(matrix_bakes[combo_id(MATRIX[0])])
+    for combo in MATRIX[1:]:
+        files = project_file_names(matrix_bakes[combo_id(combo)])
+        assert set(files) == set(default), (combo, set(files) ^ set(default))
+        changed = {name for name in files if files[name] != default[name]}
+        unexpected = {n for n in changed if n not in RENDERED_BY_ANSWERS and not n.startswith("profiles/")}
+        assert not unexpected, (combo, unexpected)
+
+
+def answer_dependent_tests(project: Path) -> list[str]:
+    """The bake's test files that read its rendered files (params.yaml, profiles/, ...): derived from their text."""
+    return sorted(str(p.relative_to(project)) for p in (project / "tests").glob("test_*.py")
+                  if READS_THE_PROJECT.search(p.read_text()))
+
+
 @pytest.mark.parametrize("combo", covering_set(), ids=combo_id)
 def test_bake_passes_its_own_test_suite(combo, tmp_path):
-    """The project's own suite (fast part; the slow part runs on the default bake below), on its own bake so that
+    """The project's own tests that read what the answers change (fast part; the whole suite runs on the default
+    bake below, and the other tests read only files that are the same in every bake), on its own bake so that
     pytest-xdist can run these in any worker."""
     project = bake(tmp_path, **answers(combo))
+    selected = answer_dependent_tests(project)
+    assert "tests/test_config.py" in selected and "tests/test_profiles.py" in selected, selected
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-m", "not slow", "-p", "no:cacheprovider"],
+        [sys.executable, "-m", "pytest", "-q", "-x", "-m", "not slow", "-p", "no:cacheprovider", *selected],
         cwd=project,
         env=project_env(project),
         capture_output=True,

@@ -74,7 +74,8 @@ def test_stats_memory_is_flat_in_the_length_of_the_split(tmp_path):
         peaks[nt] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert result["lead_hours"] == 18 and len(result["mean"]) == 3
-    assert peaks[96] < 1.25 * peaks[24], peaks
+    # 4x the steps adds at most a few steps' worth (small buffers, the time index), never the 72 steps held
+    assert peaks[96] - peaks[24] < 8 * step64, (peaks, step64)
     assert peaks[96] < 16 * step64 + 2**20, (peaks, step64)  # holding the split would be 96 steps
 
 

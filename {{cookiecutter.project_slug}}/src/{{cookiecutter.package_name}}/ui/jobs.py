@@ -90,9 +90,17 @@ class Jobs:
 
     @staticmethod
     def _reap(proc: subprocess.Popen, path: Path) -> None:
-        code = proc.wait()
+        """Write the exit code while the process is still a zombie (waitid WNOWAIT: exited, not yet reaped, which
+        _alive counts as running), then reap it: a reader never sees it gone without its exit line."""
+        try:
+            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+            code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status  # Popen's sign for signals
+        except ChildProcessError:
+            code = None
+        code = proc.wait() if code is None else code
         with open(path, "a") as log:
             log.write(f"\n# exit: {code}\n")
+        proc.wait()
 
     def _read(self, path: Path) -> Job:
         head: dict[str, str] = {}
