@@ -147,8 +147,9 @@ READS_THE_PROJECT = re.compile(r"project_root|PROJECT_ROOT|profiles/")
 
 
 def project_file_names(project: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(project)): p.read_bytes() for p in project.rglob("*")
-            if p.is_file() and not {".git", "__pycache__"} & set(p.relative_to(project).parts)}
+    """The files the bake committed (not the caches that linting or testing it leaves) and their bytes."""
+    names = sh("git", "ls-files", "-z", cwd=project).stdout.split("\0")
+    return {name: (project / name).read_bytes() for name in names if name}
 
 
 def test_answers_change_only_the_rendered_files(matrix_bakes):
