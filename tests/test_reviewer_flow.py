@@ -124,7 +124,7 @@ def test_two_experiments_land_at_their_own_refs(reproduced_project, tmp_path):
     for name, lr in (("lr-low", "5.0e-4"), ("lr-high", "4.0e-3")):
         run = sh("dvc", "exp", "run", "-n", name, "-S", "train.max_steps=30", "-S", f"train.lr={lr}", cwd=copy,
                  timeout=1800)
-        assert "Running stage 'train'" in run.stdout, run.stdout
+        assert "Running stage 'train'" in run.stdout and "Running stage 'evaluate'" in run.stdout, run.stdout
         assert "Stage 'shards' didn't change, skipping" in run.stdout, run.stdout
 
     refs = sh("git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps", cwd=copy).stdout.split("\n")

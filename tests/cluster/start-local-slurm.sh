@@ -2,8 +2,9 @@
 # start-local-slurm.sh - a single-node Slurm (Debian 12: Slurm 22.05) on loopback, for the template's CI tests.
 # Root, no systemd: the daemons are started directly and listen on 127.0.0.1 only.
 # Idempotent: installs missing packages, rewrites the configs, starts only what is not running.
-# Every daemon this script starts is recorded (name and PID) in $SLURM_STARTED (one "name pid" a line),
-# so stop-local-slurm.sh stops exactly those, by PID, and leaves daemons it did not start alone.
+# Every daemon this script starts is recorded (name and PID) in $SLURM_STARTED (one "name pid" a line), and every
+# config file it creates ("file path"), so stop-local-slurm.sh stops exactly those daemons, by PID, removes those
+# files, and leaves daemons and files it did not make alone.
 #   SLURM_ACCOUNTING=0  no accounting (default): profiles use `slurm-status-command: squeue`
 #   SLURM_ACCOUNTING=1  slurmdbd + local MariaDB, so sacct/sacctmgr work (about 7 s more)
 #   SLURM_STARTED=FILE  where to record started daemons (default /run/forge-slurm.started)
@@ -25,7 +26,10 @@ wait_for() { local t=$1; shift
              echo "timed out waiting for: $*" >&2; return 1; }
 record() { echo "$1 $(cat "$2")" >>"$STARTED"; }   # record NAME PIDFILE
 changed=0
-put() { # put FILE MODE CONTENT: write only if different, flag a change
+put() { # put FILE MODE CONTENT: write only if different, flag a change; a file made here is recorded ("file PATH")
+  # and removed by stop-local-slurm.sh: a slurm.conf left behind with no controller makes every `scontrol` wait 10 s,
+  # and Snakemake's Slurm plugin calls `scontrol show config` each time it starts, also for local runs.
+  [ -e "$1" ] || echo "file $1" >>"$STARTED"
   if [ ! -f "$1" ] || ! cmp -s <(printf '%s\n' "$3") "$1"; then
     printf '%s\n' "$3" >"$1"; chmod "$2" "$1"; changed=1; fi; }
 

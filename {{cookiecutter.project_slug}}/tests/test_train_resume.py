@@ -17,6 +17,7 @@ from conftest import (
     last_logged_step,
     make_dataset,
     read_log,
+    run_main,
     seeded_random,
     subprocess_env,
     train_command,
@@ -134,3 +135,26 @@ def test_training_killed_at_random_resumes(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-4000:]
     assert torch.load(tmp_path / "run" / "model.pt", weights_only=True)["step"] == 60
+
+
+
+def test_a_changed_max_steps_trains_afresh(tmp_path, capsys):
+    """A run's checkpoints are not resumed under another train.max_steps (`dvc exp run -S train.max_steps=...` in a
+    workspace that keeps runs/): the schedule depends on it, and the longer run's final checkpoint would otherwise be
+    handed back as the shorter run's model. The result equals a fresh run's, as a reviewer's clean clone makes it."""
+    data = make_dataset(tmp_path)
+    settings = dict(batch_size=8, checkpoint_every=4, keep_checkpoints=2, warmup_steps=2)
+    params = {}
+    for name, steps in (("long", 16), ("short", 8)):
+        (tmp_path / name).mkdir()
+        params[name] = write_params(tmp_path / name, data, max_steps=steps, **settings)
+    assert run_main(tmp_path, data, params["long"], "run") == 0
+    assert torch.load(tmp_path / "run" / "model.pt", weights_only=True)["step"] == 16
+    capsys.readouterr()
+    assert run_main(tmp_path, data, params["short"], "run") == 0
+    said = "".join(capsys.readouterr())
+    assert "not resuming" in said and "train.max_steps: 16 -> 8" in said, said[-2000:]
+    assert run_main(tmp_path, data, params["short"], "fresh") == 0
+    assert torch.load(tmp_path / "run" / "model.pt", weights_only=True)["step"] == 8
+    got, expected = weights(tmp_path / "run" / "model.pt"), weights(tmp_path / "fresh" / "model.pt")
+    assert all(torch.equal(got[k], expected[k]) for k in expected)

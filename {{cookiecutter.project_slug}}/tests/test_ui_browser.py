@@ -243,8 +243,10 @@ def keep_an_experiment(browser, project: Path, name: str) -> None:
 def pipeline_and_provenance(browser, app, project: Path) -> None:
     browser.get(app.base + "/pipeline")
     stage_count = len(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])  # the fingerprint stage too
-    ui.wait_for(lambda: [b.text for b in browser.find_elements("css selector", "table.stages .badge")]
-                == ["up to date"] * stage_count, 120, "every stage up to date after the apply", every=1)
+    # read in one go: the table is replaced while it is read (an element read one by one goes stale)
+    badges = "return [...document.querySelectorAll('table.stages .badge')].map(b => b.textContent.trim());"
+    ui.wait_for(lambda: browser.execute_script(badges) == ["up to date"] * stage_count, 120,
+                "every stage up to date after the apply", every=1)
     browser.get(app.base + "/provenance")
     head = ui.sh(project, "git", "rev-parse", "HEAD").strip()
     assert browser.find_element("id", "commit").text == head

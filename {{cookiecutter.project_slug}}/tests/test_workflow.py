@@ -76,18 +76,41 @@ def test_dvc_yaml_deps_and_params_are_the_codes(pkg_name, project_root):
 
 
 def test_an_import_without_a_dep_fails(pkg_name, project_root, tmp_path, monkeypatch):
-    """The check above can fail: a copy of the package where data/stats.py imports one more module."""
+    """The check above can fail: a copy of the package where data/stats.py imports one more module, after a check of
+    the unchanged copy filled the imports cache (which must not hide the new import)."""
     deps = importlib.import_module(f"{pkg_name}.deps")
     copy = tmp_path / "src" / pkg_name
     shutil.copytree(project_root / "src" / pkg_name, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    stats = copy / "data" / "stats.py"
-    stats.write_text(stats.read_text() + "\n\ndef _later():\n    from ..metrics import rmse  # noqa: F401\n")
     for name in ("dvc.yaml", "workflow"):
         (tmp_path / name).symlink_to(project_root / name)
     monkeypatch.setattr(deps, "PACKAGE_DIR", copy)
+    deps.imported_modules.cache_clear()
+    assert deps.check(tmp_path) == []
+    assert "data/stats.py" in json.loads((copy / deps.IMPORTS_CACHE).read_text())
+    stats = copy / "data" / "stats.py"
+    stats.write_text(stats.read_text() + "\n\ndef _later():\n    from ..metrics import rmse  # noqa: F401\n")
+    deps.imported_modules.cache_clear()  # a new process, as the next `snakemake` or `dvc repro`
     problems = deps.check(tmp_path)
     assert f"dvc.yaml stage stats: deps lack src/{pkg_name}/metrics.py (imported by data/stats.py)." in problems[0]
     assert any(p.startswith("dvc.yaml stage train: deps lack") for p in problems)  # train imports stats too
+
+
+def test_the_imports_cache_is_used(pkg_name, project_root, tmp_path, monkeypatch):
+    """Once a file's imports are cached under its text's sha256, a new process does not parse it again."""
+    deps = importlib.import_module(f"{pkg_name}.deps")
+    copy = tmp_path / pkg_name
+    shutil.copytree(project_root / "src" / pkg_name, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(deps, "PACKAGE_DIR", copy)
+    deps.imported_modules.cache_clear()
+    first = deps.closure([f"{pkg_name}.train"])
+    deps.imported_modules.cache_clear()
+
+    def no_parsing(text, path):
+        raise AssertionError(f"{path} parsed again")
+
+    monkeypatch.setattr(deps, "_parsed_imports", no_parsing)
+    assert deps.closure([f"{pkg_name}.train"]) == first
+    deps.imported_modules.cache_clear()
 
 
 def rule_blocks(project_root: Path) -> dict[str, str]:

@@ -29,9 +29,11 @@ from .trainlog import say
 CHECKPOINT_RE = re.compile(r"^step_(\d{8})\.pt$")
 CHECKPOINT_FIX = "rerun the same command: training resumes from the checkpoint before it"
 
-# Params that may change between an interrupted run and its resumption (they do not change the maths, or, for
-# max_steps, deliberately extend or shorten the schedule). Any other change means "a different run": start fresh.
-RESUMABLE_CHANGES = ("train.max_steps", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+# Params that may change between an interrupted run and its resumption: they do not change the maths. Any other
+# change means "a different run": start fresh. train.max_steps is not one of them: the learning-rate schedule
+# depends on it, so a resumed run would differ from the fresh run a reviewer's clone makes, and a checkpoint past
+# the new max_steps would hand back the longer run's model as if it were the shorter one.
+RESUMABLE_CHANGES = ("train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
                      "train.num_workers", "train.prefetch", "train.allow_dirty", "train.strategy",
                      "train.activation_checkpointing", "train.init_from", "train.freeze", "train.compile")
 RESUME_KEYS = ("seed", "data", "model", "train")  # the sections that define a training run

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -102,12 +104,11 @@ def _package_of(path: Path) -> list[str]:
     return [PACKAGE, *path.relative_to(PACKAGE_DIR).parts[:-1]]
 
 
-@functools.cache
-def imported_modules(path: Path) -> frozenset[str]:
-    """Dotted names of the package's modules that `path` imports (anywhere in it, lazily or not)."""
+def _parsed_imports(text: bytes, path: Path) -> list[str]:
+    """Dotted names `path` imports (anywhere in it, lazily or not), each a module or maybe one (`from . import x`)."""
     found = set()
     package = _package_of(path)
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(text, str(path))):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
@@ -115,7 +116,42 @@ def imported_modules(path: Path) -> frozenset[str]:
             module = ".".join([*base, *(node.module.split(".") if node.module else [])])
             found.add(module)
             found |= {f"{module}.{alias.name}" for alias in node.names}  # `from . import x`: x may be a module
-    return frozenset(m for m in found if _module_file(m))
+    return sorted(found)
+
+
+# Every Snakemake start (and so every DVC stage) computes its rules' code digests (pipeline.Plan.code); parsing the
+# package costs about a quarter of a second, so each file's imports are kept by the sha256 of its text, next to
+# Python's own bytecode cache. A file that changed is parsed again; a cache that cannot be read or written is skipped.
+IMPORTS_CACHE = "__pycache__/forge-imports.json"  # in the package folder: {relative path: [sha256, [dotted names]]}
+
+
+@functools.cache
+def _imports_cache(file: Path) -> dict[str, list]:
+    try:
+        cache = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+@functools.cache
+def imported_modules(path: Path) -> frozenset[str]:
+    """Dotted names of the package's modules that `path` imports (anywhere in it, lazily or not)."""
+    text = path.read_bytes()
+    digest = hashlib.sha256(text).hexdigest()
+    file = PACKAGE_DIR / IMPORTS_CACHE
+    cache, key = _imports_cache(file), path.relative_to(PACKAGE_DIR).as_posix()
+    entry = cache.get(key)
+    if isinstance(entry, list) and len(entry) == 2 and entry[0] == digest:
+        names = entry[1]
+    else:
+        names = _parsed_imports(text, path)
+        cache[key] = [digest, names]
+        try:
+            atomic_write_text(file, json.dumps(cache, sort_keys=True))
+        except OSError:
+            pass  # a read-only install: parsed every time
+    return frozenset(m for m in names if _module_file(m))  # which names are modules: looked up every time
 
 
 def _with_parents(dotted: str) -> list[str]:
