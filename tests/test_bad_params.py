@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import bake, sh
+from conftest import bake, pip_install_editable, sh
 
 pytestmark = pytest.mark.e2e
 
@@ -112,6 +112,7 @@ def snapshot(project: Path) -> dict[str, str]:
 def good_run(tmp_path_factory) -> tuple[Path, dict, dict[str, str]]:
     """A default bake with TINY params after one full `dvc repro`, committed: (project, its params, snapshot)."""
     project = bake(tmp_path_factory.mktemp("bad-params"))
+    pip_install_editable(project)  # the `<package>` command of the fingerprint stage
     params = yaml.safe_load((project / "params.yaml").read_text())
     for section, values in TINY.items():
         for key, value in values.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import re
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, TEMPLATE, bake, project_env, sh
+from conftest import BIN, TEMPLATE, bake, pip_install_editable, project_env, sh
 
 QUESTIONS = json.loads((TEMPLATE / "cookiecutter.json").read_text())
 # Questions with a fixed set of answers are free text (so a bad answer reaches the pre-generation hook's message, not
@@ -146,6 +147,54 @@ RENDERED_BY_ANSWERS = {"LICENSE", "README.md", "params.yaml", "pyproject.toml", 
 READS_THE_PROJECT = re.compile(r"project_root|PROJECT_ROOT|profiles/")
 
 
+def _reading_names(tree: ast.Module, text: str, markers: frozenset[str] = frozenset(),
+                   functions_only: bool = False) -> set[str]:
+    """The module-level names (functions, fixtures, classes, constants) of a test file whose code mentions
+    READS_THE_PROJECT or uses, by name or as a fixture argument, another such name or one of `markers`."""
+    defs: dict[str, ast.AST] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defs[node.name] = node
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and not functions_only:
+            for target in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                defs.update({n.id: node for n in ast.walk(target) if isinstance(n, ast.Name)})
+
+    def used(node: ast.AST) -> set[str]:
+        names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+        names |= {a.arg for n in ast.walk(node) if isinstance(n, ast.arguments)
+                  for a in (*n.posonlyargs, *n.args, *n.kwonlyargs)}  # fixtures, requested by argument name
+        names |= {n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+        return names  # (strings: usefixtures("name"))
+
+    reading = {name for name, node in defs.items() if READS_THE_PROJECT.search(ast.get_source_segment(text, node))}
+    uses = {name: used(node) - {name} for name, node in defs.items()}
+    grew = True
+    while grew:
+        grew = False
+        for name in defs.keys() - reading:
+            if uses[name] & (reading | markers):
+                reading.add(name)
+                grew = True
+    return reading
+
+
+def answer_dependent_tests(project: Path) -> list[str]:
+    """pytest ids (file::test) of the bake's tests that read its rendered files (params.yaml, profiles/, ...): a test
+    whose code, or the fixtures, helpers and constants of its file or conftest.py that it uses, mentions the project
+    folder or a profile. Derived from the tests' code, so a new test is classified as it is written."""
+    tests = project / "tests"
+    conftest = (tests / "conftest.py").read_text()
+    markers = frozenset(_reading_names(ast.parse(conftest), conftest, functions_only=True))  # project_root, ...
+    selected = []
+    for path in sorted(tests.glob("test_*.py")):
+        text = path.read_text()
+        tree = ast.parse(text)
+        reading = _reading_names(tree, text, markers)
+        selected += [f"tests/{path.name}::{node.name}" for node in tree.body
+                     if isinstance(node, ast.FunctionDef) and node.name.startswith("test_") and node.name in reading]
+    return selected
+
+
 def project_file_names(project: Path) -> dict[str, bytes]:
     """The files the bake committed (not the caches that linting or testing it leaves) and their bytes."""
     names = sh("git", "ls-files", "-z", cwd=project).stdout.split("\0")
@@ -164,12 +213,6 @@ def test_answers_change_only_the_rendered_files(matrix_bakes):
         assert not unexpected, (combo, unexpected)
 
 
-def answer_dependent_tests(project: Path) -> list[str]:
-    """The bake's test files that read its rendered files (params.yaml, profiles/, ...): derived from their text."""
-    return sorted(str(p.relative_to(project)) for p in (project / "tests").glob("test_*.py")
-                  if READS_THE_PROJECT.search(p.read_text()))
-
-
 @pytest.mark.parametrize("combo", covering_set(), ids=combo_id)
 def test_bake_passes_its_own_test_suite(combo, tmp_path):
     """The project's own tests that read what the answers change (fast part; the whole suite runs on the default
@@ -177,7 +220,8 @@ def test_bake_passes_its_own_test_suite(combo, tmp_path):
     pytest-xdist can run these in any worker."""
     project = bake(tmp_path, **answers(combo))
     selected = answer_dependent_tests(project)
-    assert "tests/test_config.py" in selected and "tests/test_profiles.py" in selected, selected
+    files = {test.split("::")[0] for test in selected}
+    assert {"tests/test_config.py", "tests/test_profiles.py"} <= files, selected
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-m", "not slow", "-p", "no:cacheprovider", *selected],
         cwd=project,
@@ -192,6 +236,7 @@ def test_bake_passes_its_own_test_suite(combo, tmp_path):
 def test_default_bake_passes_its_whole_test_suite(tmp_path, artifacts):
     """The default project's full suite, slow tests included (DDP/FSDP under torchrun, resume, report in Chromium)."""
     project = bake(tmp_path)
+    pip_install_editable(project)  # installed, as its README says: the UI tests' pipelines run its `<package>` command
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA"],
         cwd=project,

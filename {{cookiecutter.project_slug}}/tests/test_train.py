@@ -121,10 +121,11 @@ def test_resume_conflicts_ignore_resumable_params():
     base = {"seed": 0, "data": {"splits": {"train": ["2000-01-01", "2000-06-30"], "val": ["2000-07-01", "2000-07-31"],
                                            "test": ["2000-08-01", "2000-08-31"]}}}
     old = config.validate_params(base).model_dump(mode="json")
-    longer = config.validate_params({**base, "train": {"max_steps": 5000, "log_every": 7}})
-    assert checkpoint.resume_conflicts(old, longer) == []
-    other = config.validate_params({**base, "seed": 1, "train": {"lr": 1e-3}})
-    assert checkpoint.resume_conflicts(old, other) == ["seed: 0 -> 1", "train.lr: 0.002 -> 0.001"]
+    logged = config.validate_params({**base, "train": {"log_every": 7, "strategy": "fsdp", "num_workers": 2}})
+    assert checkpoint.resume_conflicts(old, logged) == []
+    other = config.validate_params({**base, "seed": 1, "train": {"lr": 1e-3, "max_steps": 5000}})
+    assert checkpoint.resume_conflicts(old, other) == ["seed: 0 -> 1", "train.lr: 0.002 -> 0.001",
+                                                       "train.max_steps: 1200 -> 5000"]  # the schedule depends on it
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -44,13 +44,15 @@ def test_ddp_two_processes_match_one_process(tmp_path, model):
 )
 def test_fsdp_two_processes_then_resume_in_one(tmp_path, model, extra):
     data = make_dataset(tmp_path)
-    params = write_params(tmp_path, data, model={"name": model}, strategy="fsdp", max_steps=4, checkpoint_every=2,
+    params = write_params(tmp_path, data, model={"name": model}, strategy="fsdp", max_steps=6, checkpoint_every=2,
                           grad_accum=2, **extra)
     _ok(run_cli(tmp_path, data, params, run="run", nproc=2))
     fsdp = weights(tmp_path / "run" / "model.pt")
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "step_00000004.pt", weights_only=True)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    ckpt = torch.load(checkpoints / "step_00000006.pt", weights_only=True)
     assert all(torch.equal(fsdp[k], ckpt["state_dict"][k]) for k in fsdp)  # full (gathered) tensors
-    # The same run continues in 1 plain process (DDP strategy) from the FSDP checkpoint.
+    # As if stopped after step 4: the same run continues in 1 plain process (DDP strategy) from the FSDP checkpoint.
+    (checkpoints / "step_00000006.pt").unlink()
     params = write_params(tmp_path, data, model={"name": model}, strategy="ddp", max_steps=6, checkpoint_every=2,
                           grad_accum=2, **extra)
     result = run_cli(tmp_path, data, params, run="run")
