@@ -152,7 +152,7 @@ def tests(session: nox.Session) -> None:
     python = test_env(session)
     ARTIFACTS.mkdir(exist_ok=True)
     # No cluster here: Snakemake's Slurm plugin runs `scontrol show config` each time Snakemake starts, and where a
-    # slurm.conf names a controller that is not running (one left by `nox -s slurm`), that waits 10 s per call.
+    # slurm.conf names a controller that is not running (a machine's leftover), that waits 10 s per call.
     pytest_with_count(session, python, "-m", "not slurm", "-n", "2", "--dist", "loadgroup", "--durations=25",
                       *session.posargs, env={"SLURM_CONF": os.devnull})
 

@@ -123,6 +123,14 @@ def test_all_layouts_give_bit_identical_shards(tmp_path):
         assert raw == ref[1], name
 
 
+def test_a_source_path_may_be_a_path_object(tmp_path):
+    """open_source takes a pathlib.Path as it takes a string (the benchmark passes one), and a list of either."""
+    src = write_store(canonical(), tmp_path / "src.zarr")
+    ref = source.open_source(src)
+    assert source.open_source(Path(src)).identical(ref)
+    assert source.open_source([Path(src)]).identical(ref)
+
+
 def test_shard_layout_and_attrs(tmp_path):
     params = params_for(write_store(canonical(), tmp_path / "src.zarr"))
     p = shard.shard_block(params, 1, tmp_path / "s" / "block_0001.zarr")

@@ -10,6 +10,7 @@ regridding happens there (`regrid.py`), in numpy on C-ordered arrays, so every l
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -45,9 +46,10 @@ def source_path(params, source: str | None = None) -> str:
     return source_label(source_entries(params, source))
 
 
-def open_source(path: str | Sequence[str], rename: Mapping[str, str] | None = None) -> xr.Dataset:
+def open_source(path: str | os.PathLike | Sequence[str], rename: Mapping[str, str] | None = None) -> xr.Dataset:
     """All entries opened, normalized and merged (every variable, every time): for a look at a source."""
-    entries = [e for p in ([path] if isinstance(path, str) else path) for e in open_entries(p, rename)]
+    paths = [os.fspath(path)] if isinstance(path, str | os.PathLike) else [os.fspath(p) for p in path]
+    entries = [e for p in paths for e in open_entries(p, rename)]
     if len(entries) == 1:
         return entries[0].ds
     return merge_entries(entries, "source")
