@@ -22,6 +22,9 @@ DEFAULT_SLUG = "my-forecast"
 DEFAULT_PACKAGE = "my_forecast"
 ARTIFACTS = Path(os.environ.get("FORGE_ARTIFACTS", TEMPLATE / "artifacts"))
 
+# The source-fingerprint stage as `dvc status` and `dvc repro` name it: it has its own dvc.yaml (dvcfile.DVC_FILES), so
+# that its run on every `dvc repro` rewrites its own small lock file, not the pipeline's dvc.lock
+FINGERPRINT_STAGE = "workflow/dvc.yaml:fingerprint"
 E2E_TRAIN_STEPS = 300  # train.max_steps of the shared end-to-end project (the default, and the demo's, is 1200)
 CI_ENV = {
     "DVC_NO_ANALYTICS": "1",

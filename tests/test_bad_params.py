@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import bake, pip_install_editable, sh
+from conftest import FINGERPRINT_STAGE, bake, pip_install_editable, sh
 
 pytestmark = pytest.mark.e2e
 
@@ -153,7 +153,7 @@ def test_the_good_run_is_still_up_to_date(good_run):
     """After all the failed runs: nothing to do but the fingerprint, which runs on every `dvc repro`."""
     project, _, before = good_run
     status = json.loads(sh("dvc", "status", "--json", cwd=project).stdout)
-    assert status == {"fingerprint": ["always changed"]}, status
+    assert status == {FINGERPRINT_STAGE: ["always changed"]}, status
     assert snapshot(project) == before
 
 
@@ -166,5 +166,6 @@ def test_moving_the_test_split_reruns_only_the_evaluation(good_run):
         status = json.loads(sh("dvc", "status", "--json", cwd=project).stdout)
     finally:
         (project / "params.yaml").write_text(good)
-    assert set(status) == {"fingerprint", "stations", "evaluate"}, status  # synthetic stations sample the test split
+    # synthetic stations sample the test split
+    assert set(status) == {FINGERPRINT_STAGE, "stations", "evaluate"}, status
     assert {"changed deps": {"params.yaml": {"data.splits.test": "modified"}}} in status["evaluate"]

@@ -285,6 +285,31 @@ def test_a_shard_without_checksums_warns_and_still_checks_sizes(shards, norm, tm
         loader.WeatherPairs(sorted(copy.glob('block_*'))[2:], norm)
 
 
+def test_the_shards_index_changes_exactly_when_a_store_does(shards, tmp_path):
+    """data/shards/index.json, what DVC's stages depend on instead of the folder: the same bytes for the same
+    stores; a new digest for a store whose content changed, and only for it, with or without a manifest."""
+    copy, chunk = damaged_copy(shards, tmp_path)
+    stores = [str(p) for p in sorted(copy.glob("block_*.zarr"), reverse=True)]  # any order: the index sorts
+    first = integrity.write_index(stores, tmp_path / "first.json").read_bytes()
+    assert integrity.write_index(stores[::-1], tmp_path / "again.json").read_bytes() == first
+    before = json.loads(first)["stores"]
+    assert list(before) == sorted(Path(s).name for s in stores) and len(set(before.values())) == len(stores)
+
+    def changed() -> set[str]:
+        now = json.loads(integrity.write_index(stores, tmp_path / "now.json").read_text())["stores"]
+        return {name for name in now if now[name] != before[name]}
+
+    damage(chunk, "garbled")  # block_0001 rewritten with other values, and its manifest with it
+    integrity.write_manifest(copy / "block_0001.zarr")
+    assert changed() == {"block_0001.zarr"}
+    before = json.loads((tmp_path / "now.json").read_text())["stores"]
+    (copy / "block_0002.zarr" / integrity.MANIFEST).unlink()  # a store without one (static.zarr): file by file
+    assert changed() == {"block_0002.zarr"}
+    before = json.loads((tmp_path / "now.json").read_text())["stores"]
+    damage(shard.raw_chunk_files(copy / "block_0002.zarr")[0], "garbled")
+    assert changed() == {"block_0002.zarr"}
+
+
 def test_loader_reports_queue_depth_and_data_wait(shards, norm):
     ds = loader.WeatherPairs(shards, norm, ("2000-01-01", "2000-01-10T18:00"), lead_steps=1)
     import time

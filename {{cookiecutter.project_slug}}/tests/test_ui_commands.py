@@ -239,18 +239,22 @@ def test_pipeline_sees_a_changed_source_and_the_fingerprint_stage_as_up_to_date(
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "z.nc").write_bytes(b"first")
     copy = "import shutil; shutil.copy('data/source.fingerprint.json', 'shards.json')"
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+    # as in the project: the fingerprint stage in a dvc.yaml of its own, run from the project root
+    (tmp_path / "workflow").mkdir()
+    (tmp_path / "workflow" / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
         "fingerprint": {"cmd": f"{sys.executable} -m {pkg_name}.cli fingerprint", "always_changed": True,
-                        "outs": [{"data/source.fingerprint.json": {"cache": False, "persist": True}}]},
+                        "wdir": "..", "outs": [{"data/source.fingerprint.json": {"cache": False, "persist": True}}]}}}))
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
         "shards": {"cmd": f'{sys.executable} -c "{copy}"', "deps": ["data/source.fingerprint.json"],
                    "outs": ["shards.json"]}}}))
+    fingerprint = "workflow/dvc.yaml:fingerprint"  # as `dvc status` names it
     env = ui.commands.environment()
     for argv in (["dvc", "init", "--no-scm", "-q"], ["dvc", "repro"]):
         subprocess.run([sys.executable, "-m", *argv], cwd=tmp_path, env=env, check=True, capture_output=True)
 
     stages = {s.name: s for s in pipeline.annotated(tmp_path, pipeline.status(tmp_path))}
-    assert {n: s.state for n, s in stages.items()} == {"fingerprint": "up to date", "shards": "up to date"}
-    assert stages["fingerprint"].reasons == ["runs on every `dvc repro`, data.source unchanged (checked just now)"]
+    assert {n: s.state for n, s in stages.items()} == {"shards": "up to date", fingerprint: "up to date"}
+    assert stages[fingerprint].reasons == ["runs on every `dvc repro`, data.source unchanged (checked just now)"]
 
     (tmp_path / "store" / "z.nc").write_bytes(b"second, longer")  # the archive changed; nothing in the repo did
     stages = {s.name: s for s in pipeline.annotated(tmp_path, pipeline.status(tmp_path))}
@@ -260,6 +264,6 @@ def test_pipeline_sees_a_changed_source_and_the_fingerprint_stage_as_up_to_date(
     (tmp_path / "store" / "z.nc").unlink()
     (tmp_path / "store").rmdir()
     stages = {s.name: s for s in pipeline.annotated(tmp_path, pipeline.status(tmp_path))}
-    assert stages["fingerprint"].state == "changed"
+    assert stages[fingerprint].state == "changed"
     assert any("data.source cannot be fingerprinted: params.yaml: data.source 'store' (resolved to" in r
-               for r in stages["fingerprint"].reasons), stages["fingerprint"].reasons
+               for r in stages[fingerprint].reasons), stages[fingerprint].reasons

@@ -206,9 +206,10 @@ def test_dvc_yaml_parsed_once(project, monkeypatch):
     dvcfile = importlib.import_module(PKG + ".dvcfile")
     reads = []
     original = dvcfile.read_yaml
-    monkeypatch.setattr(dvcfile, "read_yaml", lambda path: reads.append(Path(path).name) or original(path))
+    monkeypatch.setattr(dvcfile, "read_yaml", lambda path: reads.append(Path(path)) or original(path))
     (project / "README.md").write_text("docs\n")  # a committed code change: the stamp walks the changed files
     run(project, "git", "add", "README.md")
     run(project, "git", "commit", "-qm", "docs")
     verify.verify(project, use_dvc=False)
-    assert reads.count("dvc.yaml") == 1, reads
+    for name in dvcfile.DVC_FILES:
+        assert reads.count(project / name) == 1, (name, reads)

@@ -17,7 +17,11 @@ import yaml
 
 
 def stages(project_root: Path) -> dict:
-    return yaml.safe_load((project_root / "dvc.yaml").read_text())["stages"]
+    """The stages of dvc.yaml and workflow/dvc.yaml (the fingerprint stage, run from the project root)."""
+    found = {}
+    for name in ("dvc.yaml", "workflow/dvc.yaml"):
+        found.update(yaml.safe_load((project_root / name).read_text())["stages"])
+    return found
 
 
 def snakemake(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -111,6 +115,65 @@ def test_the_imports_cache_is_used(pkg_name, project_root, tmp_path, monkeypatch
     monkeypatch.setattr(deps, "_parsed_imports", no_parsing)
     assert deps.closure([f"{pkg_name}.train"]) == first
     deps.imported_modules.cache_clear()
+
+
+def test_the_fingerprint_stage_has_a_dvc_yaml_of_its_own(pkg_name, project_root):
+    """The stage that runs on every `dvc repro` is in workflow/dvc.yaml (run from the project root): DVC rewrites
+    the lock file of each stage it runs, and so a no-op repro rewrites only workflow/dvc.lock, not the pipeline's
+    dvc.lock. dvcfile reads both files; a stage is named as DVC names it."""
+    dvcfile = importlib.import_module(f"{pkg_name}.dvcfile")
+    found = dvcfile.stages(project_root)
+    fingerprint = found["workflow/dvc.yaml:fingerprint"]
+    assert (fingerprint.file, fingerprint.wdir, fingerprint.always_changed) == ("workflow/dvc.yaml", ".", True)
+    assert fingerprint.outs == ("data/source.fingerprint.json",) and fingerprint.rules() == ["fingerprint"]
+    assert f"src/{pkg_name}/fingerprint.py" in fingerprint.deps
+    assert "data/source.fingerprint.json" in found["shards"].deps
+    assert [s.name for s in found.values() if s.always_changed] == ["fingerprint"]
+
+
+def test_paths_of_a_stage_in_another_folder_are_the_project_roots(pkg_name, tmp_path):
+    """A stage of workflow/dvc.yaml without `wdir` runs in workflow/: its deps, outs and locked paths (DVC writes
+    them relative to the stage's folder) come out relative to the project root, like those of dvc.yaml."""
+    dvcfile = importlib.import_module(f"{pkg_name}.dvcfile")
+    (tmp_path / "workflow").mkdir()
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "a": {"cmd": "x", "deps": ["in.txt"], "outs": ["out"]}}}))
+    (tmp_path / "workflow" / "dvc.yaml").write_text(yaml.safe_dump({"stages": {
+        "b": {"cmd": "y", "deps": ["../out", "b.py"], "outs": [{"b.json": {"cache": False}}]}}}))
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
+        "a": {"cmd": "x", "deps": [{"path": "in.txt", "md5": "1"}], "outs": [{"path": "out", "md5": "2"}]}}}))
+    (tmp_path / "workflow" / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
+        "b": {"cmd": "y", "deps": [{"path": "../out", "md5": "2"}, {"path": "b.py", "md5": "3"}],
+              "outs": [{"path": "b.json", "md5": "4"}]}}}))
+    found = dvcfile.stages(tmp_path)
+    assert list(found) == ["a", "workflow/dvc.yaml:b"]
+    b = found["workflow/dvc.yaml:b"]
+    assert (b.deps, b.outs, b.uncached, b.wdir) == (("out", "workflow/b.py"), ("workflow/b.json",),
+                                                    ("workflow/b.json",), "workflow")
+    assert dvcfile.stage_of("workflow/b.json", found) is b
+    assert dvcfile.lock_hashes(dvcfile.read_lock(tmp_path)) == {
+        "in.txt": "1", "out": "2", "workflow/b.py": "3", "workflow/b.json": "4"}
+    assert set(dvcfile.read_lock(tmp_path)["stages"]) == {"a", "workflow/dvc.yaml:b"}
+
+
+def test_deps_check_and_write_cover_workflow_dvc_yaml(pkg_name, project_root, tmp_path):
+    """A code dep missing from the fingerprint stage is named with its file, and `deps --write` puts it back there,
+    leaving the file as the template wrote it."""
+    deps = importlib.import_module(f"{pkg_name}.deps")
+    (tmp_path / "workflow").mkdir()
+    (tmp_path / "src").symlink_to(project_root / "src")
+    (tmp_path / "workflow" / "rules").symlink_to(project_root / "workflow" / "rules")
+    shutil.copy(project_root / "dvc.yaml", tmp_path / "dvc.yaml")
+    text = (project_root / "workflow" / "dvc.yaml").read_text()
+    line = f"      - src/{pkg_name}/remote.py\n"
+    assert line in text
+    (tmp_path / "workflow" / "dvc.yaml").write_text(text.replace(line, ""))
+    problems = deps.check(tmp_path)
+    assert len(problems) == 1 and problems[0].startswith(
+        f"workflow/dvc.yaml stage fingerprint: deps lack src/{pkg_name}/remote.py"), problems
+    assert deps.write(tmp_path) == [tmp_path / "dvc.yaml", tmp_path / "workflow" / "dvc.yaml"]
+    assert deps.check(tmp_path) == []
+    assert (tmp_path / "workflow" / "dvc.yaml").read_text() == text
 
 
 def rule_blocks(project_root: Path) -> dict[str, str]:

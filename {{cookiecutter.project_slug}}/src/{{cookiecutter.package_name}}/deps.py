@@ -20,6 +20,7 @@ import ast
 import functools
 import hashlib
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -52,6 +53,7 @@ RULES: dict[str, Rule] = {
     "static": Rule(("static",), ("data.source", "data.rename", "data.start", "data.end", "data.coarsen",
                                  "data.grid", "data.static", "data.static_source")),
     "shards": Rule((), ()),  # removes shards the plan no longer has
+    "shards_index": Rule((), ()),  # data/shards/index.json (data/integrity.py, run by the shard command too)
     "stats": Rule(("stats",), ("data.splits.train", "train.lead_hours")),
     "climatology": Rule(("climatology",), ("data.splits.train", "evaluate.climatology",
                                            "evaluate.climatology_window_days", "evaluate.climatology_window_shape")),
@@ -215,26 +217,27 @@ def _declared_code(root: Path, stage: dvcfile.Stage) -> set[str]:
 
 
 def stage_problems(root: Path, stage: dvcfile.Stage) -> list[str]:
-    """How dvc.yaml's entry for the stage differs from what its code reads and imports."""
+    """How the stage's entry in its dvc.yaml differs from what its code reads and imports."""
+    where = f"{stage.file} stage {stage.name}"
     unknown = [r for r in stage.rules() if r not in RULES]
     if unknown:
-        return [f"dvc.yaml stage {stage.name}: rule(s) {unknown} are not in deps.RULES. Fix: add them there "
+        return [f"{where}: rule(s) {unknown} are not in deps.RULES. Fix: add them there "
                 f"(src/{PACKAGE}/deps.py) with the commands they run and the params they read."]
     expected, declared = code_deps(root, stage.rules()), _declared_code(root, stage)
-    problems = [f"dvc.yaml stage {stage.name}: deps lack {path} ({why}). Fix: add `- {path}` to "
+    problems = [f"{where}: deps lack {path} ({why}). Fix: add `- {path}` to "
                 f"stages.{stage.name}.deps." for path, why in expected.items() if path not in declared]
-    problems += [f"dvc.yaml stage {stage.name}: deps list {path}, which its rules {stage.rules()} never run. "
+    problems += [f"{where}: deps list {path}, which its rules {stage.rules()} never run. "
                  f"Fix: remove it from stages.{stage.name}.deps." for path in sorted(declared - set(expected))]
     keys = param_keys(stage.rules())
-    problems += [f"dvc.yaml stage {stage.name}: params lack {key} (read by its rules). Fix: add `- {key}` to "
+    problems += [f"{where}: params lack {key} (read by its rules). Fix: add `- {key}` to "
                  f"stages.{stage.name}.params." for key in keys if key not in stage.params]
-    problems += [f"dvc.yaml stage {stage.name}: params list {key}, which its rules do not read (or not a leaf "
+    problems += [f"{where}: params list {key}, which its rules do not read (or not a leaf "
                  f"key). Fix: remove it from stages.{stage.name}.params." for key in stage.params if key not in keys]
     return problems
 
 
 def check(root: Path | str = ".") -> list[str]:
-    """Problems of every Snakemake-running stage of root/dvc.yaml (an empty list: dvc.yaml agrees with the code)."""
+    """Problems of every Snakemake-running stage of the dvc.yaml files (an empty list: they agree with the code)."""
     root = Path(root)
     return [p for stage in dvcfile.stages(root).values() if stage.rules() for p in stage_problems(root, stage)]
 
@@ -260,20 +263,27 @@ def _replace_list(lines: list[str], start: int, key: str, items: list[str]) -> l
     return lines[: head + 1] + [f"      - {item}" for item in items] + lines[stop:]
 
 
-def write(root: Path | str = ".") -> Path:
-    """Rewrite dvc.yaml's params and code deps of every Snakemake-running stage from the code."""
+def write(root: Path | str = ".") -> list[Path]:
+    """Rewrite the params and code deps of every Snakemake-running stage of the dvc.yaml files from the code; the
+    files rewritten."""
     root = Path(root)
-    path = root / "dvc.yaml"
-    lines = path.read_text().splitlines()
-    for stage in dvcfile.stages(root).values():
-        if not stage.rules():
+    written = []
+    for dvc_file in dvcfile.DVC_FILES:
+        stages = [s for s in dvcfile.stages(root).values() if s.file == dvc_file and s.rules()]
+        if not stages:
             continue
-        start = lines.index(f"  {stage.name}:")
-        lines = _replace_list(lines, start, "params", param_keys(stage.rules()))
-        data = [d for d in stage.deps if not _is_code(d)]
-        lines = _replace_list(lines, start, "deps", data + list(code_deps(root, stage.rules())))
-    atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
+        path = root / dvc_file
+        lines = path.read_text().splitlines()
+        for stage in stages:
+            start = lines.index(f"  {stage.name}:")
+            lines = _replace_list(lines, start, "params", param_keys(stage.rules()))
+            data = [d for d in stage.deps if not _is_code(d)]
+            in_file = [p if stage.wdir == "." else os.path.relpath(p, stage.wdir)  # as the file writes paths
+                       for p in data + list(code_deps(root, stage.rules()))]
+            lines = _replace_list(lines, start, "deps", in_file)
+        atomic_write_text(path, "\n".join(lines) + "\n")
+        written.append(path)
+    return written
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -283,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=".", help="project root (default: .)")
     args = p.parse_args(argv)
     if args.write:
-        print(f"wrote {write(args.root)}", file=sys.stderr)
+        print(f"wrote {', '.join(map(str, write(args.root)))}", file=sys.stderr)
         return 0
     if not args.check:
         print(render(args.root))

@@ -33,12 +33,42 @@ from pathlib import Path
 from . import cliargs, remote
 from .errors import DataError
 from .fileio import atomic_write_text
-from .provenance import SOURCE_FINGERPRINT as FINGERPRINT
-from .provenance import read_source_fingerprint as read
 
+FINGERPRINT = "data/source.fingerprint.json"  # written by `<package> fingerprint` (the fingerprint stage and rule)
 METADATA_FILES = ("zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata")
 VERSION_FIELDS = ("ETag", "etag", "generation", "md5Hash", "crc32c", "VersionId", "version_id", "LastModified",
                   "last_modified", "updated", "mtime", "size")
+
+
+def read(root: Path | str = ".") -> dict | None:
+    """The source fingerprint recorded in root/data/source.fingerprint.json (None when missing or unreadable)."""
+    try:
+        found = json.loads((Path(root) / FINGERPRINT).read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def data_source(params_path: Path | str) -> str | list[str]:
+    """data.source of a params file. This runs on every `dvc repro` (the fingerprint stage), so a plain value (a
+    non-empty string, or a list of them) is read without validating the whole file, which would import pydantic
+    and numpy (0.2 s); anything else goes through config.load_params, which names the problem and the fix. The
+    shards stage validates the whole file before any job runs."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(params_path).read_text())
+    except (OSError, yaml.YAMLError):
+        raw = None
+    data = raw.get("data") if isinstance(raw, dict) else None
+    source = data.get("source") if isinstance(data, dict) else None
+    if isinstance(source, str) and source:
+        return source
+    if isinstance(source, list) and source and all(isinstance(s, str) and s for s in source):
+        return source
+    from .config import load_params
+
+    return load_params(params_path).data.source
 
 
 def _sha256(obj) -> str:
@@ -132,7 +162,7 @@ def compute(source: str | list[str], root: Path | str = ".") -> dict:
     return {"source": source, **found}
 
 
-__all__ = ["FINGERPRINT", "compute", "read", "refresh", "write"]
+__all__ = ["FINGERPRINT", "compute", "data_source", "read", "refresh", "write"]
 
 
 def write(found: dict, out: Path | str = FINGERPRINT) -> bool:
@@ -152,19 +182,15 @@ def refresh(root: Path | str = ".") -> bool:
     """Bring the project's data/source.fingerprint.json up to date with data.source now (what the `fingerprint`
     stage does first on every `dvc repro`), so that `dvc status` afterwards sees a changed source as a changed
     dependency of the shards. True when the source changed since the file was written."""
-    from .config import load_params
-
     root = Path(root)
-    return write(compute(load_params(root / "params.yaml").data.source, root), root / FINGERPRINT)
+    return write(compute(data_source(root / "params.yaml"), root), root / FINGERPRINT)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .config import load_params
-
     p = cliargs.parser("fingerprint", __doc__, "params")
     p.add_argument("--out", default=FINGERPRINT, help=f"JSON file to write (default: {FINGERPRINT})")
     args = p.parse_args(argv)
-    found = compute(load_params(args.params).data.source)
+    found = compute(data_source(args.params))
     changed = write(found, args.out)
     print(f"{args.out}: {found['kind']} source {found['source']!r}, sha256 {found['sha256'][:12]}"
           f" ({'changed' if changed else 'unchanged'})", file=sys.stderr)

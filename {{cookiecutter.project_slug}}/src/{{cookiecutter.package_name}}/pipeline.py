@@ -95,3 +95,12 @@ def remove_stale_shards(keep: list[str], log: str) -> None:
         shutil.rmtree(path)
     Path(log).parent.mkdir(parents=True, exist_ok=True)
     Path(log).write_text("".join(f"removed {p}\n" for p in stale) or "no stale shards\n")
+
+
+def write_shards_index(stores: list[str], out: str, log: str) -> None:
+    """data/shards/index.json (data/integrity.py, a code dep of the shards stage, says what it holds)."""
+    from .data.integrity import write_index
+
+    write_index(stores, out)
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    Path(log).write_text(f"{out}: {len(stores)} stores\n")

@@ -6,7 +6,7 @@
   gitstate.py     commit, branch, dirty flag, diff and code hashes (what counts as code)
   hashes.py       md5 of inputs as DVC records them
   environment.py  package versions against the lock, hardware, scheduler job, template origin
-  fingerprint.py  computes the source fingerprint; its file (SOURCE_FINGERPRINT) is stamped here as "source"
+  fingerprint.py  computes the source fingerprint; its file (fingerprint.FINGERPRINT) is stamped here as "source"
 This module never calls the `dvc` CLI: `dvc repro` holds the repository lock while a stage runs.
 """
 
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import environment
+from . import environment, fingerprint
 from .errors import DirtyCodeError
 from .fileio import atomic_write_text
 from .gitstate import NOT_CODE, UNKNOWN, ensure_clean_or_allowed, git_state, is_code
@@ -30,10 +30,9 @@ from .hashes import input_hashes, md5_file, md5_path
 
 __all__ = ["NOT_CODE", "UNKNOWN", "DirtyCodeError", "collect", "ensure_clean_or_allowed", "git_state",
            "input_hashes", "is_code", "md5_file", "md5_path", "param_differences", "params_hash",
-           "read_source_fingerprint", "same_value", "write_provenance"]
+           "same_value", "write_provenance"]
 
 SCHEMA = 2  # 2: "job" holds scheduler and id (no separate "job_id"); "source" (the source fingerprint)
-SOURCE_FINGERPRINT = "data/source.fingerprint.json"  # written by `<package> fingerprint` (the fingerprint rule)
 
 
 def _values(params: Any) -> Any:
@@ -94,15 +93,6 @@ def param_differences(old: Any, new: Any, keys: list[str] | tuple[str, ...] = ()
     return [d for key in keys for d in walk(key, lookup(old, key), lookup(new, key))]
 
 
-def read_source_fingerprint(root: Path | str = ".") -> dict | None:
-    """The source fingerprint recorded in root/data/source.fingerprint.json (None when missing or unreadable)."""
-    try:
-        found = json.loads((Path(root) / SOURCE_FINGERPRINT).read_text())
-    except (OSError, ValueError):
-        return None
-    return found if isinstance(found, dict) else None
-
-
 def collect(params: Any = None, command: Any = None, inputs: dict | None = None, root: Path | str = ".") -> dict:
     """The provenance stamp (JSON-able).
 
@@ -122,7 +112,7 @@ def collect(params: Any = None, command: Any = None, inputs: dict | None = None,
         "params_sha256": params_hash(values) if values is not None else None,
         "params": values,  # the values used, so verify can compare exactly the keys a stage declares
         "inputs": input_hashes(inputs, root),
-        "source": read_source_fingerprint(root),  # what data.source was when the shards were made (None: not recorded)
+        "source": fingerprint.read(root),  # what data.source was when the shards were made (None: not recorded)
         "versions": env["packages"],  # {distribution: installed version} of the key packages
         "lock": env["lock"],  # requirements/lock.txt: sha256 and every installed version that differs from it
         "python": platform.python_version(),

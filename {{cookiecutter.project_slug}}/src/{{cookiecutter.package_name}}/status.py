@@ -6,8 +6,8 @@ DVC cannot look into data.source: it lies outside the repository, and hashing an
 `dvc status` would take hours. The `fingerprint` stage looks, cheaply (file sizes, mtimes and metadata), at the
 start of every `dvc repro`. This command does the same first, rewriting data/source.fingerprint.json only when the
 source changed, then runs `dvc status` with the options given: a changed source shows as a changed dependency of
-the shards stage (plain `dvc status` shows only "fingerprint: always changed"). Not for use inside a stage: DVC
-holds its lock while a stage runs.
+the shards stage (plain `dvc status` shows only "workflow/dvc.yaml:fingerprint: always changed"). Not for use
+inside a stage: DVC holds its lock while a stage runs.
 """
 
 from __future__ import annotations

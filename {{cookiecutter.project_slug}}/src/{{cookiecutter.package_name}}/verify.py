@@ -75,8 +75,8 @@ def check_git(report: Report, root: Path, stages: dict[str, dvcfile.Stage]) -> d
 
 
 def check_committed(report: Report, root: Path, stages: dict[str, dvcfile.Stage]) -> None:
-    paths = ["dvc.lock", *[p for s in stages.values() for p in s.uncached]]
-    changed = uncommitted(root, [p for p in paths if (root / p).exists() or p == "dvc.lock"])
+    paths = [*dvcfile.LOCK_FILES, *[p for s in stages.values() for p in s.uncached]]
+    changed = uncommitted(root, [p for p in paths if (root / p).exists() or p in dvcfile.LOCK_FILES])
     if changed:
         report.add("committed", "dvc.lock, results", FAIL, f"uncommitted changes: {', '.join(changed[:6])}. Fix: "
                    "commit them (git add dvc.lock results data && git commit) or restore them (git checkout -- ...)")
@@ -112,7 +112,7 @@ def _lock_problems(root: Path, stage: dict, current: dict) -> list[str]:
 
 
 def check_lock(report: Report, root: Path, stages: dict[str, dvcfile.Stage]) -> None:
-    lock = dvcfile.read_lock(root)
+    lock = dvcfile.read_lock(root, stages)
     if lock is None:
         report.add("dvc.lock", "dvc.lock", FAIL, "missing or unreadable; run `dvc repro` and commit dvc.lock")
         return

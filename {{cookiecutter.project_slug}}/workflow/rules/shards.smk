@@ -65,12 +65,28 @@ SHARDS = expand(rules.shard.output.shard, block=PLAN.blocks)
 STATIC = [rules.static.output.store] if PLAN.params.data.static else []
 
 
-rule shards:
-    """All shards (a target: `snakemake shards`); removes shards of blocks that the params no longer plan."""
+rule shards_index:
+    """The shards' index: one digest per store, what DVC's stages that read the shards depend on."""
     localrule: True
     input:
         shards=SHARDS,
         static=STATIC,
+    output:
+        index="data/shards/index.json",
+    log:
+        "logs/shards_index.log",
+    run:
+        pipeline.write_shards_index(input.shards + input.static, output.index, log[0])
+
+
+rule shards:
+    """All shards and their index (a target: `snakemake shards`); removes shards of blocks that the params no longer
+    plan."""
+    localrule: True
+    input:
+        shards=SHARDS,
+        static=STATIC,
+        index=rules.shards_index.output.index,
     log:
         "logs/shards.log",
     run:

@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from .. import dvcfile
 from .. import provenance as prov
 from ..errors import ForgeError
 from . import experiments, pipeline
@@ -82,8 +83,8 @@ class Project:
     def _verify_fingerprint(self) -> tuple:
         """What verify's verdict depends on: the lock, params, stamps, code and the commit (not .git/index, which
         verify's own `git status` may rewrite)."""
-        paths = [self.root / p for p in ("dvc.lock", "params.yaml", "results/provenance.json", "models/model.pt",
-                                         "src")]
+        paths = [self.root / p for p in (*dvcfile.LOCK_FILES, "params.yaml", "results/provenance.json",
+                                         "models/model.pt", "src")]
         if self.git is not None:
             paths += [self.git / "HEAD", self.git / "packed-refs", self.git / "refs" / "heads"]
         return experiments.file_stats(paths, skip=(".pyc",))

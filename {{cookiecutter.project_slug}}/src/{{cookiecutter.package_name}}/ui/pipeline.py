@@ -16,9 +16,10 @@ from typing import Any
 
 import yaml
 
+from .. import dvcfile
 from .. import fingerprint as source_fingerprint
 from ..errors import ForgeError
-from ..provenance import SOURCE_FINGERPRINT, param_differences
+from ..provenance import param_differences
 from .commands import dvc, run
 from .schema import lookup, text_of
 
@@ -51,16 +52,19 @@ def _load_yaml(path: Path) -> dict:
 
 
 def stages(root: Path) -> list[Stage]:
-    spec = _load_yaml(root / "dvc.yaml").get("stages") or {}
-    lock = _load_yaml(root / "dvc.lock").get("stages") or {}
+    """The stages of the dvc.yaml files (dvcfile.DVC_FILES), named as `dvc status` names them."""
     out = []
-    for name, stage in spec.items():
-        params = []
-        for entry in stage.get("params") or []:
-            params.extend(entry if isinstance(entry, dict) else [entry])
-        out.append(Stage(name, str(stage.get("cmd", "")), _paths(stage.get("deps")), [str(p) for p in params],
-                         _paths([*(stage.get("outs") or []), *(stage.get("metrics") or []),
-                                 *(stage.get("plots") or [])]), name in lock))
+    for dvc_file in dvcfile.DVC_FILES:
+        spec = _load_yaml(root / dvc_file).get("stages") or {}
+        lock = _load_yaml(root / dvcfile.lock_file(dvc_file)).get("stages") or {}
+        for name, stage in spec.items():
+            params = []
+            for entry in stage.get("params") or []:
+                params.extend(entry if isinstance(entry, dict) else [entry])
+            out.append(Stage(dvcfile.address(dvc_file, name), str(stage.get("cmd", "")), _paths(stage.get("deps")),
+                             [str(p) for p in params], _paths([*(stage.get("outs") or []),
+                                                               *(stage.get("metrics") or []),
+                                                               *(stage.get("plots") or [])]), name in lock))
     return out
 
 
@@ -78,13 +82,13 @@ def status(root: Path) -> dict:
     changes = json.loads(run(dvc("status", "--json"), root, timeout=600) or "{}")
     if problem:
         for stage in stages(root):
-            if SOURCE_FINGERPRINT in stage.outs:
+            if source_fingerprint.FINGERPRINT in stage.outs:
                 changes.setdefault(stage.name, []).append(problem)
     return changes
 
 
 def _param_reasons(root: Path, stage: str) -> list[str]:
-    lock = _load_yaml(root / "dvc.lock").get("stages") or {}
+    lock = (dvcfile.read_lock(root) or {}).get("stages") or {}
     recorded = ((lock.get(stage) or {}).get("params") or {}).get("params.yaml") or {}
     now = _load_yaml(root / "params.yaml")
     reasons = []
@@ -106,7 +110,7 @@ def _reasons(root: Path, stage: str, changes: list) -> list[str]:
             for path, how in (items or {}).items():
                 if path == "params.yaml" and isinstance(how, dict):
                     out.extend(_param_reasons(root, stage) or [f"params {', '.join(how)} {what}"])
-                elif path == SOURCE_FINGERPRINT:
+                elif path == source_fingerprint.FINGERPRINT:
                     out.append(f"data.source changed ({path}: {how})")
                 else:
                     label = "code" if path.endswith((".py", ".smk")) or path.startswith("src/") else what[:-1]
@@ -125,7 +129,7 @@ def annotated(root: Path, changes: dict | None) -> list[Stage]:
         elif changes.get(stage.name) == [ALWAYS]:
             stage.state = "up to date"
             stage.reasons = ["runs on every `dvc repro`" + (", data.source unchanged (checked just now)"
-                                                           if SOURCE_FINGERPRINT in stage.outs else "")]
+                                                           if source_fingerprint.FINGERPRINT in stage.outs else "")]
         elif stage.name in changes:
             stage.state, stage.reasons = "changed", _reasons(root, stage.name, changes[stage.name])
         else:
@@ -136,7 +140,7 @@ def annotated(root: Path, changes: dict | None) -> list[Stage]:
 def fingerprint(root: Path) -> tuple:
     """Stats of what `dvc status` looks at: the pipeline files and each dependency and output (a folder: itself
     and its entries, not deeper: a zarr store's chunks are too many to stat on every page)."""
-    paths = [root / "dvc.yaml", root / "dvc.lock", root / "params.yaml"]
+    paths = [root / p for p in (*dvcfile.DVC_FILES, *dvcfile.LOCK_FILES, "params.yaml")]
     for stage in stages(root):
         paths += [root / p for p in stage.deps + stage.outs]
     out = []
