@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -116,3 +118,34 @@ def test_a_list_source_is_each_entry_in_order(fp, store, tmp_path, project_root)
     assert fp.compute(entries[::-1])["sha256"] != found["sha256"]
     small_dataset().to_netcdf(tmp_path / "part2.nc")
     assert fp.compute(entries)["sha256"] != found["sha256"]
+
+
+def test_params_are_validated_once_per_content_and_a_bad_file_every_time(pkg_name, fp, tmp_path, project_root):
+    """The fingerprint stage (first on every `dvc repro`) stops a bad params.yaml with one clear error, every time;
+    a file whose bytes passed before is read without importing the validation (pydantic, numpy: 0.2 s)."""
+    code = (f"import sys; from {pkg_name} import fingerprint as f; "
+            f"print(f.data_source(sys.argv[1]), '{pkg_name}.config' in sys.modules)")
+
+    def source_of(params):
+        env = {**os.environ, "PYTHONPATH": str(project_root / "src")}
+        return subprocess.run([sys.executable, "-c", code, str(params)], env=env, capture_output=True, text=True)
+
+    params = tmp_path / "params.yaml"
+    good = (project_root / "params.yaml").read_text() + f"# {tmp_path}\n"  # bytes no other test validated
+    params.write_text(good)
+    assert source_of(params).stdout.split() == ["synthetic", "True"]  # validated
+    assert source_of(params).stdout.split() == ["synthetic", "False"]  # known good: read directly
+    assert "\n  lr: " in good
+    params.write_text(good.replace("\n  lr: ", "\n  lrr: "))
+    for _ in range(2):
+        bad = source_of(params)
+        assert bad.returncode != 0 and "unknown key 'train.lrr'. did you mean 'train.lr'?" in bad.stderr, bad.stderr
+    params.write_text(good + "\n")  # another file: validated again
+    assert source_of(params).stdout.split() == ["synthetic", "True"]
+
+
+def test_the_validation_code_is_what_config_imports(pkg_name, fp):
+    """A change of any module the validation runs invalidates what was validated with it."""
+    deps = importlib.import_module(f"{pkg_name}.deps")
+    closure = {p.relative_to(deps.PACKAGE_DIR).as_posix() for p in deps.closure([f"{pkg_name}.config"])}
+    assert set(fp.VALIDATION_CODE) == closure

@@ -242,7 +242,9 @@ def keep_an_experiment(browser, project: Path, name: str) -> None:
 
 def pipeline_and_provenance(browser, app, project: Path) -> None:
     browser.get(app.base + "/pipeline")
-    stage_count = len(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])  # the fingerprint stage too
+    # the pipeline's stages and the fingerprint stage (workflow/dvc.yaml)
+    stage_count = sum(len(yaml.safe_load((project / name).read_text())["stages"])
+                      for name in ("dvc.yaml", "workflow/dvc.yaml"))
     # read in one go: the table is replaced while it is read (an element read one by one goes stale)
     badges = "return [...document.querySelectorAll('table.stages .badge')].map(b => b.textContent.trim());"
     ui.wait_for(lambda: browser.execute_script(badges) == ["up to date"] * stage_count, 120,

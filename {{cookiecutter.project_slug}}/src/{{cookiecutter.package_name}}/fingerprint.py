@@ -49,26 +49,55 @@ def read(root: Path | str = ".") -> dict | None:
     return found if isinstance(found, dict) else None
 
 
+# Validating params.yaml (config.load_params) imports pydantic and numpy: 0.2 s of every `dvc repro`, where this
+# stage is the first to read params.yaml and so the one that stops a typo with one clear error. A file whose exact
+# bytes passed with the same validation code (these modules: config.py and what it imports) is not validated again.
+VALIDATION_CODE = ("__init__.py", "cliargs.py", "config.py", "errors.py", "regionboxes.py")  # a test compares
+VALIDATED = Path(__file__).parent / "__pycache__" / "forge-params-valid.json"  # [sha256 of params + code, ...]
+VALIDATED_KEPT = 32  # the newest digests kept (a few params files, a few edits each)
+
+
+def _validation_key(text: bytes) -> str:
+    digest = hashlib.sha256(text)
+    for name in VALIDATION_CODE:
+        digest.update(b"\0" + (Path(__file__).parent / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _validated() -> list[str]:
+    try:
+        found = json.loads(VALIDATED.read_text())
+    except (OSError, ValueError):
+        return []
+    return found if isinstance(found, list) else []
+
+
 def data_source(params_path: Path | str) -> str | list[str]:
-    """data.source of a params file. This runs on every `dvc repro` (the fingerprint stage), so a plain value (a
-    non-empty string, or a list of them) is read without validating the whole file, which would import pydantic
-    and numpy (0.2 s); anything else goes through config.load_params, which names the problem and the fix. The
-    shards stage validates the whole file before any job runs."""
+    """data.source of a params file, after validating the whole file (config.load_params: ParamsError naming the
+    key and the fix), or when these bytes were validated before (see VALIDATION_CODE), read directly."""
     import yaml
 
+    path = Path(params_path)
     try:
-        raw = yaml.safe_load(Path(params_path).read_text())
-    except (OSError, yaml.YAMLError):
-        raw = None
-    data = raw.get("data") if isinstance(raw, dict) else None
-    source = data.get("source") if isinstance(data, dict) else None
-    if isinstance(source, str) and source:
-        return source
-    if isinstance(source, list) and source and all(isinstance(s, str) and s for s in source):
-        return source
+        text = path.read_bytes()
+    except OSError:
+        text = None
+    key = _validation_key(text) if text is not None else None
+    if key is not None and key in _validated():
+        raw = yaml.safe_load(text)
+        source = ((raw.get("data") if isinstance(raw, dict) else None) or {}).get("source")
+        if isinstance(source, (str, list)):
+            return source  # else the default: config's
     from .config import load_params
 
-    return load_params(params_path).data.source
+    source = load_params(path).data.source  # raises on a bad file
+    if key is not None:
+        try:
+            VALIDATED.parent.mkdir(exist_ok=True)
+            atomic_write_text(VALIDATED, json.dumps([*[k for k in _validated() if k != key], key][-VALIDATED_KEPT:]))
+        except OSError:  # a read-only install: validate every time
+            pass
+    return source
 
 
 def _sha256(obj) -> str:
