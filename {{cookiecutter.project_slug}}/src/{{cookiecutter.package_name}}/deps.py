@@ -267,9 +267,9 @@ def write(root: Path | str = ".") -> list[Path]:
     """Rewrite the params and code deps of every Snakemake-running stage of the dvc.yaml files from the code; the
     files rewritten."""
     root = Path(root)
-    written = []
+    written, all_stages = [], dvcfile.stages(root).values()
     for dvc_file in dvcfile.DVC_FILES:
-        stages = [s for s in dvcfile.stages(root).values() if s.file == dvc_file and s.rules()]
+        stages = [s for s in all_stages if s.file == dvc_file and s.rules()]
         if not stages:
             continue
         path = root / dvc_file

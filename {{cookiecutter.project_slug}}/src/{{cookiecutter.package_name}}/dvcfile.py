@@ -12,7 +12,7 @@ Stages run under `dvc repro`, which holds the repository lock, so nothing here c
 
 from __future__ import annotations
 
-import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -90,14 +90,12 @@ def _path(entry: Any, base: str = ".") -> str | None:
 
 
 def _from_root(path: str, base: str) -> str:
-    path = path.strip("/")
-    return path if base == "." else os.path.normpath(os.path.join(base, path)).replace(os.sep, "/")
+    return posixpath.normpath(posixpath.join(base, path.strip("/")))
 
 
 def _base(dvc_file: str, spec: dict) -> str:
     """The stage's working directory (its `wdir`, from its dvc.yaml's folder), relative to the project root."""
-    folder = str(PurePosixPath(dvc_file).parent)
-    return os.path.normpath(os.path.join(folder, str(spec.get("wdir") or "."))).replace(os.sep, "/")
+    return _from_root(str(spec.get("wdir") or "."), posixpath.dirname(dvc_file) or ".")
 
 
 def _uncached(entry: Any) -> bool:
@@ -173,7 +171,7 @@ def read_lock(root: Path | str = ".", all_stages: dict[str, Stage] | None = None
             all_stages = stages(root)
         for name, entry in locked.items():
             stage = all_stages.get(address(dvc_file, name))
-            base = stage.wdir if stage else str(PurePosixPath(dvc_file).parent)
+            base = stage.wdir if stage else _base(dvc_file, {})
             merged["stages"][address(dvc_file, name)] = _rebased(entry, base)
     return merged
 
