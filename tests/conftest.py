@@ -100,16 +100,15 @@ def bake(out_dir: Path, template: Path | None = None, **answers: str) -> Path:
 
 
 def pip_install_editable(project: Path) -> None:
-    """`pip install -e` of a bake (its console script, as a user's venv has it; PYTHONPATH picks each test's code).
-    One pip at a time across pytest-xdist workers: two at once in one environment can remove each other's files."""
+    """`pip install -e` of a bake (its console script, as a user's venv has it; PYTHONPATH picks each test's code), by
+    the test environment's uv (noxfile.py: test_env). One install at a time across pytest-xdist workers: two at once in
+    one environment can remove each other's files."""
     import fcntl
 
     with open(BIN.parent / ".forge-pip.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "-e", str(project)],
-            check=True,
-        )
+        subprocess.run([BIN / "uv", "pip", "install", "-q", "--python", sys.executable, "--no-deps",
+                        "--no-build-isolation", "-e", project], check=True)
 
 
 def read(path: Path) -> str:

@@ -130,8 +130,9 @@ try:
     sys.exit(3)  # the lock was free: the launcher did not hold it
 except BlockingIOError:
     pass
-def stop(signum, frame):
-    open(sys.argv[1], "w").write(signal.Signals(signum).name)
+def stop(signum, frame):  # written whole, then renamed: a reader never sees the file empty
+    open(sys.argv[1] + ".part", "w").write(signal.Signals(signum).name)
+    os.replace(sys.argv[1] + ".part", sys.argv[1])
     sys.exit(0)
 signal.signal(signal.SIGTERM, stop)
 print("ready", flush=True)
