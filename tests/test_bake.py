@@ -219,6 +219,7 @@ def test_bake_passes_its_own_test_suite(combo, tmp_path):
     bake below, and the other tests read only files that are the same in every bake), on its own bake so that
     pytest-xdist can run these in any worker."""
     project = bake(tmp_path, **answers(combo))
+    pip_install_editable(project)  # its `<package>` command, which the pipeline tests' stages run
     selected = answer_dependent_tests(project)
     files = {test.split("::")[0] for test in selected}
     assert {"tests/test_config.py", "tests/test_profiles.py"} <= files, selected
