@@ -3,7 +3,8 @@
     python3 -m nox -s demo      bake the default project into ./demo, install it, `dvc repro`, print the scores
     python3 -m nox -s tests     the test suite: bake matrix, bad input, end to end, reviewer flow, report in Chromium
     python3 -m nox -s slurm     cluster tests against a real single-node Slurm on loopback (root, Debian)
-                                (tests and slurm share one environment, .nox/test-env, installed only when needed)
+    python3 -m nox -s test-env  only the environment that tests and slurm share (.nox/test-env, installed only when
+                                its inputs change; CI builds it first, then runs the two sessions side by side)
     python3 -m nox -s lint      ruff on the template's code and on a baked project
     python3 -m nox -s bench     data-pipeline benchmark of a baked project (`-- --quick` for a small one)
 """
@@ -82,7 +83,10 @@ def test_env(session: nox.Session) -> Path:
     session.run(sys.executable, "-m", "venv", "--clear", str(TEST_ENV))
     dev_tools = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
     session.run(str(python), "-m", "pip", "install", "-q", next(d for d in dev_tools if d.startswith("uv=")))
-    uv = [str(TEST_ENV / "bin" / "uv"), "pip", "install", "--python", str(python)]
+    # --compile-bytecode, as pip does: uv leaves it to the first import, and where PYTHONDONTWRITEBYTECODE is set (this
+    # CI machine) every process then compiles pandas, xarray, torch... again: 3 s instead of 1 s to import xarray,
+    # paid by each of the suite's thousand-odd subprocesses (the uv-installed CI ran 1.9 x longer than pip's)
+    uv = [str(TEST_ENV / "bin" / "uv"), "pip", "install", "--compile-bytecode", "--python", str(python)]
     session.run(*uv, "-q", "-e", f"{ROOT}[dev]")
     # torch's CPU build first (~200 MB; from PyPI, Linux gets the CUDA build, ~2.5 GB with its nvidia-* wheels): the
     # tests run on CPUs. From pip's local wheel folders, else PyTorch's CPU index (one quick try: where it is out of
@@ -163,16 +167,25 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
-    """The whole suite (no cluster): about 20 minutes on 2 cores. Pass pytest options after --.
+    """The whole suite (no cluster): 25 to 45 minutes on 2 cores, by the machine. Pass pytest options after --.
 
-    Two pytest-xdist workers: the end-to-end tests (one shared `dvc repro`, group "e2e") run in one of them, from the
-    start, while the other takes the bake matrix, bad input, the generated suites and the template updates."""
+    Two pytest-xdist workers: the end-to-end tests (one shared `dvc repro`, group "e2e") and the slow half of the
+    default bake's own suite start first, one in each; its quick half goes to the first worker free, and the bake
+    matrix, bad input, the covering bakes and the template updates fill in (tests/conftest.py: LONGEST_FIRST)."""
     python = test_env(session)
     ARTIFACTS.mkdir(exist_ok=True)
     # No cluster here: Snakemake's Slurm plugin runs `scontrol show config` each time Snakemake starts, and where a
     # slurm.conf names a controller that is not running (a machine's leftover), that waits 10 s per call.
-    pytest_with_count(session, python, "-m", "not slurm", "-n", "2", "--dist", "loadgroup", "--durations=25",
+    pytest_with_count(session, python, "-m", "not slurm", "-n", "2", "--dist", "loadgroup", "--no-loadscope-reorder",
+                      "--durations=25",
                       *session.posargs, env={"SLURM_CONF": os.devnull})
+
+
+@nox.session(python=False, name="test-env")
+def build_test_env(session: nox.Session) -> None:
+    """Only the test environment of `tests` and `slurm`: CI builds it once, then runs the two at the same time (the
+    Slurm tests mostly wait on the scheduler), each seeing it up to date."""
+    test_env(session)
 
 
 @nox.session(python=False)
