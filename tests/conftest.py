@@ -143,11 +143,23 @@ def pytest_xdist_make_scheduler(config, log):
         def _split_scope(self, nodeid: str) -> str:
             return xdist_unit(nodeid)
 
+        def _assign_work_unit(self, node) -> None:
+            """A worker always holds the unit after the one it runs (xdist's heuristic), which waits for it: behind one
+            of the longest units, that is a short unit, so that the next long one goes to the other worker."""
+            running = {unit for unit, tests in self.assigned_work.get(node, {}).items() if not all(tests.values())}
+            if running & set(LONGEST_FIRST):
+                short = next((unit for unit in self.workqueue if unit not in LONGEST_FIRST), None)
+                if short is not None:
+                    self.workqueue.move_to_end(short, last=False)
+            super()._assign_work_unit(node)
+
     return SharedFixtureScheduling(config, log)
 
 
-# The longest units (minutes each) start first, one per worker; the short ones then fill in around them.
-LONGEST_FIRST = ("e2e", "tests/test_bake.py::test_default_bake_passes_its_whole_test_suite")
+# The longest units (minutes each), in the order they start (noxfile.py keeps this order: --no-loadscope-reorder): one
+# per worker, the next one to the first worker free; the short ones then fill in around them.
+SUITE = "tests/test_bake.py::test_default_bake_passes_its_whole_test_suite"
+LONGEST_FIRST = (f"{SUITE}[slow]", "e2e", f"{SUITE}[quick]")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -234,18 +234,25 @@ def test_bake_passes_its_own_test_suite(combo, tmp_path):
     assert re.search(r"\d+ passed", result.stdout), result.stdout[-2000:]
 
 
-def test_default_bake_passes_its_whole_test_suite(tmp_path, artifacts):
+# The default bake's whole suite in two halves, by the project's own `slow` marker (the quick suite its README gives,
+# and the rest), each an xdist unit of its own: together they are every test of the suite, and they run side by side.
+SUITE_HALVES = {"slow": "slow", "quick": "not slow"}
+
+
+@pytest.mark.parametrize("half", SUITE_HALVES)
+def test_default_bake_passes_its_whole_test_suite(half, tmp_path, artifacts):
     """The default project's full suite, slow tests included (DDP/FSDP under torchrun, resume, report in Chromium)."""
     project = bake(tmp_path)
     pip_install_editable(project)  # installed, as its README says: the UI tests' pipelines run its `<package>` command
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", "--durations=25",
+         "-m", SUITE_HALVES[half]],
         cwd=project,
         env=project_env(project, FORGE_ARTIFACTS=str(artifacts)),
         capture_output=True,
         text=True,
     )
-    (artifacts / "generated-suite.log").write_text(result.stdout + result.stderr)
+    (artifacts / f"generated-suite-{half}.log").write_text(result.stdout + result.stderr)
     print(result.stdout[-3000:])
     assert result.returncode == 0, result.stdout[-8000:] + result.stderr[-4000:]
     summary = result.stdout.strip().splitlines()[-1]
