@@ -177,8 +177,13 @@ def test_queue_two_experiments_run_them_and_compare(pkg_name, tiny_project, brow
             return browser.execute_script("return Object.fromEntries([...document.querySelectorAll("
                                           "'#queue-table tr[data-exp]')].map(r => [r.dataset.exp, r.dataset.state]));")
 
-        ui.wait_for(lambda: all(states().get(n) in ("success", "failed") for n in names), 600,
-                    "both experiments to finish", lambda: app.proc.poll() is None, every=2)
+        try:
+            ui.wait_for(lambda: all(states().get(n) in ("success", "failed") for n in names), 600,
+                        "both experiments to finish", lambda: app.proc.poll() is None, every=2)
+        except pytest.fail.Exception as exc:  # what the queue says, for whoever reads the failure
+            queue = subprocess.run([sys.executable, "-m", "dvc", "queue", "status"], cwd=project, env=ui.env(project),
+                                   capture_output=True, text=True, timeout=120)
+            pytest.fail(f"{exc}: {states()}\n{queue.stdout}{queue.stderr}\napp log:\n{app.output()[-3000:]}")
         assert all(states()[n] == "success" for n in names), states()
         browser.save_screenshot(str(ui.artifacts() / "ui-launch.png"))
 

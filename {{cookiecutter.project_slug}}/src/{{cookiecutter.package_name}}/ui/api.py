@@ -126,7 +126,9 @@ def _profile(body: dict) -> str | None:
 def queue_start(project, body: dict, request: Request) -> dict:
     workers = body.get("workers", 1)
     argv = commands.queue_start_argv(workers)
-    output = commands.run(argv, project.root, env=commands.queue_start_env(project.root, _profile(body)))
+    env = commands.queue_start_env(project.root, _profile(body))
+    output = commands.run(argv, project.root, env=env)
+    project.queue.started(argv, env)
     project.experiments.refresh()
     return {"output": output}
 

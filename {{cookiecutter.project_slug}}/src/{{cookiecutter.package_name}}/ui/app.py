@@ -25,6 +25,7 @@ from ..errors import ForgeError
 from . import experiments, pipeline
 from .cache import Background
 from .jobs import Jobs
+from .queue_keeper import QueueKeeper
 from .security import Guard, csrf_token
 
 HERE = Path(__file__).parent
@@ -66,13 +67,19 @@ class Project:
         self.root = root
         self.name = root.name
         self.git = experiments.git_dir(root)
-        self.experiments = Background(lambda: experiments.load(root), lambda: experiments.fingerprint(root, self.git),
+        self.queue = QueueKeeper(root)
+        self.experiments = Background(self._load_runs, lambda: experiments.fingerprint(root, self.git),
                                       experiments.max_age)
         self.status = Background(lambda: pipeline.status(root), lambda: pipeline.fingerprint(root))
         self.verify = Background(self._verify, self._verify_fingerprint)
         self.jobs = Jobs(root)
         self.files = experiments.GitFiles(root)
         self._differences: dict[tuple, Background] = {}  # by selection: newest last, at most MAX_MEMOS
+
+    def _load_runs(self) -> list[experiments.Run]:
+        runs = experiments.load(self.root)
+        self.queue.seen([r.state for r in runs], time.time())  # a started queue whose worker is gone: start it again
+        return runs
 
     def _verify(self) -> dict:
         from ..verify import verify
