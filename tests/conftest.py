@@ -100,13 +100,17 @@ def bake(out_dir: Path, template: Path | None = None, **answers: str) -> Path:
 
 
 def pip_install_editable(project: Path) -> None:
-    """`pip install -e` of a bake (its console script, as a user's venv has it; PYTHONPATH picks each test's code), by
-    the test environment's uv (noxfile.py: test_env). One install at a time across pytest-xdist workers: two at once in
-    one environment can remove each other's files."""
+    """`pip install -e` of a bake (its console script, as a user's venv has it), by the test environment's uv
+    (noxfile.py: test_env), once per package name: the script is the same for every bake of that name (its entry point
+    `<package>.cli:main`; PYTHONPATH picks each test's own code). Installing again while another worker's pipeline
+    runs the script would take it away for a moment (`command not found`); the lock keeps two installs apart."""
     import fcntl
 
+    package = next(p.parent.name for p in (project / "src").glob("*/cli.py"))
     with open(BIN.parent / ".forge-pip.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if (BIN / package).exists():
+            return
         subprocess.run([BIN / "uv", "pip", "install", "-q", "--python", sys.executable, "--no-deps",
                         "--no-build-isolation", "-e", project], check=True)
 
