@@ -167,7 +167,7 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
-    """The whole suite (no cluster): 25 to 45 minutes on 2 cores, by the machine. Pass pytest options after --.
+    """The whole suite (no cluster): about 25 minutes on 2 cores. Pass pytest options after --.
 
     Two pytest-xdist workers: the end-to-end tests (one shared `dvc repro`, group "e2e") and the slow half of the
     default bake's own suite start first, one in each; its quick half goes to the first worker free, and the bake
