@@ -99,6 +99,11 @@ def bake(out_dir: Path, template: Path | None = None, **answers: str) -> Path:
         os.environ.update(old)
 
 
+def package_of(project: Path) -> str:
+    """A bake's Python package: the folder of src/ that holds cli.py."""
+    return next(p.parent.name for p in (project / "src").glob("*/cli.py"))
+
+
 def pip_install_editable(project: Path) -> None:
     """`pip install -e` of a bake (its console script, as a user's venv has it), by the test environment's uv
     (noxfile.py: test_env), once per package name: the script is the same for every bake of that name (its entry point
@@ -106,7 +111,7 @@ def pip_install_editable(project: Path) -> None:
     runs the script would take it away for a moment (`command not found`); the lock keeps two installs apart."""
     import fcntl
 
-    package = next(p.parent.name for p in (project / "src").glob("*/cli.py"))
+    package = package_of(project)
     with open(BIN.parent / ".forge-pip.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (BIN / package).exists():

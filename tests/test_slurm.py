@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import bake, project_env, sh
+from conftest import bake, package_of, project_env, sh
 from slurm_cluster import local_slurm, small_project_factory  # noqa: F401 (fixtures)
 
 FAST_POLL = ("--slurm-init-seconds-before-status-checks", "2")  # the profile's 20 s, shortened for the test
@@ -27,7 +27,7 @@ def slurm_run(local_slurm, small_project_factory, tmp_path_factory):  # noqa: F8
     bake has the Slurm profile, so moving to a cluster needs no re-bake; (project, snakemake's stderr)."""
     project = small_project_factory("local")
     config_home = tmp_path_factory.mktemp("config-home")  # the user's ~/.config, for `profile install`
-    package = next(p.parent.name for p in (project / "src").glob("*/cli.py"))
+    package = package_of(project)
     sh("python", "-m", f"{package}.cli", "profile", "install", "slurm", cwd=project, XDG_CONFIG_HOME=str(config_home))
     run = sh("snakemake", "--profile", "slurm", *FAST_POLL, "--slurm-keep-successful-logs", cwd=project,
              timeout=900, XDG_CONFIG_HOME=str(config_home))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
-import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import ui_support as ui  # noqa: E402
 
 
 @pytest.fixture()
@@ -56,12 +60,7 @@ def test_experiments_left_queued_with_no_worker_are_run(keeper_module, pkg_name,
     commands = importlib.import_module(f"{pkg_name}.ui.commands")
     repo = tmp_path / "repo"
     repo.mkdir()
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "T", "GIT_AUTHOR_EMAIL": "t@e.org",
-           "GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@e.org"}
-
-    def sh(*argv: str) -> None:
-        subprocess.run(argv, cwd=repo, env=env, check=True, capture_output=True, text=True, timeout=300)
-
+    sh = functools.partial(ui.sh, repo)  # a user's environment (git identity, no analytics)
     (repo / "params.yaml").write_text("n: 1\n")
     (repo / "dvc.yaml").write_text("stages:\n  count:\n    cmd: echo ${n} > out.txt\n    params: [n]\n"
                                    "    outs: [out.txt]\n")
@@ -86,4 +85,5 @@ def test_experiments_left_queued_with_no_worker_are_run(keeper_module, pkg_name,
         assert all(r.state in ("success", "done") for r in runs), [(r.id, r.state, r.error) for r in runs]
         assert keeper.restarts >= 1 and keeper.last_error is None
     finally:
-        subprocess.run(commands.dvc("queue", "stop", "--kill"), cwd=repo, env=env, capture_output=True, timeout=120)
+        subprocess.run(commands.dvc("queue", "stop", "--kill"), cwd=repo, env=ui.env(repo), capture_output=True,
+                       timeout=120)
