@@ -91,8 +91,15 @@ def parse(entries: list[dict]) -> list[Run]:
     return runs
 
 
+# `dvc exp show` can hang while the queue's worker winds down (seen in CI: the app showed "running" and "queued" for
+# 10 minutes after both experiments had succeeded). A call past this fails; the page keeps the previous answer and its
+# next poll asks again.
+EXP_SHOW_TIMEOUT_S = 90
+
+
 def load(root: Path) -> list[Run]:
-    return parse(json.loads(run(dvc("exp", "show", "--json", "--all-branches"), root, timeout=600) or "[]"))
+    return parse(json.loads(run(dvc("exp", "show", "--json", "--all-branches"), root, timeout=EXP_SHOW_TIMEOUT_S)
+                            or "[]"))
 
 
 def git_dir(root: Path) -> Path | None:
